@@ -1,0 +1,19 @@
+"""Test-session set-up that must happen before TensorFlow runs any op.
+
+Two logical CPU devices let the multi-replica tests run without GPUs; they have to be
+configured at import time, before the first op, or TensorFlow raises RuntimeError.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+# absl flags raise UnparsedFlagAccessError under plain pytest unless marked as parsed.
+flags.FLAGS.mark_as_parsed()
