@@ -1,0 +1,53 @@
+"""Damped inverses of Kronecker factors and the preconditioned gradient.
+
+Factored Tikhonov damping with the trace-norm π split (Martens & Grosse 2015, §6.3):
+
+    π = sqrt( (tr(A)/dim A) / (tr(G)/dim G) )
+    A_λ = A + π·√λ·I,   G_λ = G + (√λ/π)·I,   so that A_λ ⊗ G_λ ≈ A ⊗ G + λ·I
+
+and the preconditioned gradient of a block is  A_λ⁻¹ · ∇W̃ · G_λ⁻¹  (REFERENCE §3).
+Inverses come from an eigendecomposition (the factors are symmetric PSD; tiny negative
+eigenvalues from round-off are clipped to zero), recomputed only every ``inv_every`` steps.
+
+KL clipping (Ba et al. 2017, as the authors' code): with preconditioned gradients P and
+gradients ∇ over all parameters, the step is scaled by
+ν = min(1, sqrt(c / (η² Σ ∇ᵀP)))  so that η²·ν²·Σ ∇ᵀP ≤ c.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def pi_split(A: tf.Tensor, G: tf.Tensor) -> tf.Tensor:
+    """π = sqrt((tr(A)/dim A) / (tr(G)/dim G)); 1 when either trace vanishes."""
+    mean_a = tf.linalg.trace(A) / tf.cast(tf.shape(A)[0], A.dtype)
+    mean_g = tf.linalg.trace(G) / tf.cast(tf.shape(G)[0], G.dtype)
+    ok = tf.logical_and(mean_a > 0, mean_g > 0)
+    return tf.where(ok, tf.sqrt(mean_a / tf.where(ok, mean_g, 1.0)), tf.ones_like(mean_a))
+
+
+def inverse_via_eigh(matrix: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """(matrix + shift·I)⁻¹ for a symmetric PSD matrix, through its eigendecomposition."""
+    eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
+    eigenvalues = tf.maximum(eigenvalues, 0.0) + shift
+    return tf.matmul(eigenvectors / eigenvalues[tf.newaxis, :], eigenvectors, transpose_b=True)
+
+
+def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping) -> tuple[tf.Tensor, tf.Tensor]:
+    """(A_λ⁻¹, G_λ⁻¹) with factored Tikhonov damping λ split by π."""
+    pi = pi_split(A, G)
+    root = tf.sqrt(tf.cast(damping, A.dtype))
+    return inverse_via_eigh(A, pi * root), inverse_via_eigh(G, root / pi)
+
+
+def precondition(gradient_matrix: tf.Tensor, A_inverse: tf.Tensor, G_inverse: tf.Tensor):
+    """A_λ⁻¹ · ∇W̃ · G_λ⁻¹ for a gradient in ``KroneckerBlock.to_matrix`` layout."""
+    return tf.matmul(tf.matmul(A_inverse, gradient_matrix), G_inverse)
+
+
+def kl_clip_scale(gradients, directions, learning_rate, kl_clip) -> tf.Tensor:
+    """ν = min(1, sqrt(c / (η² Σ ∇ᵀP))) over all parameters."""
+    inner = tf.add_n([tf.reduce_sum(g * p) for g, p in zip(gradients, directions)])
+    learning_rate = tf.cast(learning_rate, inner.dtype)
+    bound = kl_clip / tf.maximum(learning_rate**2 * inner, 1e-30)
+    return tf.minimum(1.0, tf.sqrt(bound))

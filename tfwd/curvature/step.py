@@ -1,0 +1,77 @@
+"""The one taped training step that feeds curvature consumers (K-FAC, noise, diagnostics).
+
+A *consumer* is any object with
+
+* ``curvature_layers``: the Dense/Conv2D layers whose inputs and pre-activations it needs;
+* ``observe(tape, records, y_pred, y, gradients) -> gradients``: called in replica context
+  after the backward pass of the loss, with the persistent tape, the ``LayerCapture``
+  records and the (loss-scaled, not yet all-reduced) gradients; it may update statistics
+  and may return modified gradients (noise does; K-FAC returns them unchanged).
+
+``taped_train_step`` mirrors Keras 3's TensorFlow ``train_step`` (loss, loss tracker, metrics,
+``optimizer.apply``) so that ``model.fit`` works unchanged once ``install_train_step`` has put it
+on the model; the custom ``strategy.run`` loop of ``tfwd.train`` calls ``forward_backward``.
+"""
+from __future__ import annotations
+
+import functools
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as keras_loss
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from tfwd.curvature.capture import LayerCapture
+
+
+def _curvature_layers(consumers):
+    layers, seen = [], set()
+    for consumer in consumers:
+        for layer in consumer.curvature_layers:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                layers.append(layer)
+    return layers
+
+
+def forward_backward(model, optimizer, consumers, x, y, sample_weight=None):
+    """Forward pass with capture, loss, gradients, consumers. Returns (y_pred, loss, grads).
+
+    ``loss`` is the per-replica loss as Keras computes it (divided by the replica count under
+    a strategy); gradients are of ``optimizer.scale_loss(loss)``.
+    """
+    layers = _curvature_layers(consumers)
+    with tf.GradientTape(persistent=bool(layers)) as tape, LayerCapture(layers) as capture:
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        loss = model._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+        )
+        scaled_loss = optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, model.trainable_weights)
+    for consumer in consumers:
+        gradients = consumer.observe(tape, capture.records, y_pred, y, gradients)
+    del tape
+    return y_pred, loss, gradients
+
+
+def taped_train_step(model, consumers, data):
+    """Keras ``train_step`` with curvature capture; installed by ``install_train_step``."""
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    y_pred, loss, gradients = forward_backward(model, optimizer, consumers, x, y, sample_weight)
+    model._loss_tracker.update_state(
+        keras_loss.unscale_loss_for_distribution(loss),
+        sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+    )
+    optimizer.apply(gradients, model.trainable_weights)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def install_train_step(model: keras.Model, consumers) -> None:
+    """Make ``model.fit`` use ``taped_train_step`` with these consumers.
+
+    An instance attribute shadows ``Model.train_step``; the cached train function is dropped
+    so the next ``fit`` traces the new step.
+    """
+    object.__setattr__(model, "train_step", functools.partial(taped_train_step, model, list(consumers)))
+    model.train_function = None
