@@ -228,41 +228,53 @@ class KFAC(keras.optimizers.Optimizer):
             raise ValueError("Call optimizer.attach(model) before training with K-FAC.")
         zeros = [(tf.zeros_like(a), tf.zeros_like(g))
                  for a, g in zip(self.input_factors, self.output_factors)]
-        # The cond holds only replica-local math; the all-reduce happens in the merge below.
+        # The cond holds only replica-local math (the expensive part); see update_curvature.
         stats = tf.cond(
             self._is_statistics_step(),
             lambda: self.local_statistics(tape, records, y_pred, y),
             lambda: zeros,
         )
-        self.update_curvature(stats, average=False)
-        return gradients
+        done = self.update_curvature(stats, average=False)
+        # Collective all-reduces must be issued in the same order on every device: the
+        # gradient all-reduce waits for the statistics all-reduce.
+        with tf.control_dependencies([done]):
+            return [None if g is None else tf.identity(g) for g in gradients]
 
     def update_curvature(self, local_stats, average: bool):
         """All-reduce (mean) the replicas' statistics into A, G; refresh inverses when due.
 
         ``average=True`` makes the factors a plain running mean (factor initialisation);
         otherwise the moving-average weight is min(cov_decay, n/(n+1)) after n updates.
+        Returns a tensor to take control dependencies on (the update has happened).
+
+        The all-reduce runs on every step, outside any ``tf.cond``: collectives inside a
+        conditional are issued in different orders on different devices (observed as
+        "Shape mismatch in the collective instance" under MirroredStrategy). On one
+        replica nothing is reduced; with several it costs one factor-sized all-reduce per step.
         """
-        tf.distribute.get_replica_context().merge_call(
-            self._merge_curvature, args=(local_stats,), kwargs={"average": average}
+        context = tf.distribute.get_replica_context()
+        if context.num_replicas_in_sync > 1:
+            flat = [s for pair in local_stats for s in pair]
+            flat = context.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
+            local_stats = list(zip(flat[0::2], flat[1::2]))
+        # Like Keras's own update: a real merge only where the strategy needs one.
+        return tf.__internal__.distribute.interim.maybe_merge_call(
+            self._merge_curvature, self._distribution_strategy, local_stats, average=average
         )
 
-    def _merge_curvature(self, strategy, local_stats, average):
-        # Predicates are read here, in cross-replica context, from the mirrored step counter.
+    def _merge_curvature(self, strategy, stats, average):
+        # Predicates are read here, in cross-replica context, from the mirrored step counter;
+        # ``stats`` are identical on every replica, each device updates its own copy.
         is_statistics_step = tf.constant(True) if average else self._is_statistics_step()
         factors = [v for pair in zip(self.input_factors, self.output_factors) for v in pair]
-        flat_stats = [s for pair in local_stats for s in pair]
+        flat_stats = [s for pair in stats for s in pair]
         count = tf.cast(self.statistics_updates, tf.float32)
         weight = count / (count + 1.0)
         if not average:
             weight = tf.minimum(weight, self.cov_decay)
 
         def update_factors():
-            reduced = strategy.extended.batch_reduce_to(
-                tf.distribute.ReduceOp.MEAN,
-                [(s, f.value) for s, f in zip(flat_stats, factors)],
-            )
-            for factor, value in zip(factors, reduced):
+            for factor, value in zip(factors, flat_stats):
                 strategy.extended.update(
                     factor.value,
                     lambda var, new: var.assign(weight * var + (1.0 - weight) * new),
@@ -274,13 +286,15 @@ class KFAC(keras.optimizers.Optimizer):
             )
             return tf.constant(True)
 
-        tf.cond(is_statistics_step, update_factors, lambda: tf.constant(False))
+        updated = tf.cond(is_statistics_step, update_factors, lambda: tf.constant(False))
         if not average:
-            tf.cond(
-                self._is_inverse_step(),
-                lambda: self._merge_inverses(strategy),
-                lambda: tf.constant(False),
-            )
+            with tf.control_dependencies([updated]):
+                updated = tf.cond(
+                    self._is_inverse_step(),
+                    lambda: self._merge_inverses(strategy),
+                    lambda: tf.constant(False),
+                )
+        return updated
 
     def _merge_inverses(self, strategy):
         for A, G, A_inv, G_inv in zip(self.input_factors, self.output_factors,
@@ -297,7 +311,9 @@ class KFAC(keras.optimizers.Optimizer):
 
     def refresh_inverses(self):
         """Recompute all damped inverses now (after factor initialisation)."""
-        tf.distribute.get_replica_context().merge_call(lambda s: self._merge_inverses(s))
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._merge_inverses, self._distribution_strategy
+        )
 
     def initialize_factors(self, model: keras.Model, batches, num_batches: int) -> None:
         """Set A, G to their average over ``num_batches`` batches, then invert them.
