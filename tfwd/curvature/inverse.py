@@ -36,7 +36,7 @@ def inverse_via_eigh(matrix: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
 def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping) -> tuple[tf.Tensor, tf.Tensor]:
     """(A_λ⁻¹, G_λ⁻¹) with factored Tikhonov damping λ split by π."""
     pi = pi_split(A, G)
-    root = tf.sqrt(tf.cast(damping, A.dtype))
+    root = tf.sqrt(tf.convert_to_tensor(damping, A.dtype))
     return inverse_via_eigh(A, pi * root), inverse_via_eigh(G, root / pi)
 
 
@@ -48,6 +48,6 @@ def precondition(gradient_matrix: tf.Tensor, A_inverse: tf.Tensor, G_inverse: tf
 def kl_clip_scale(gradients, directions, learning_rate, kl_clip) -> tf.Tensor:
     """ν = min(1, sqrt(c / (η² Σ ∇ᵀP))) over all parameters."""
     inner = tf.add_n([tf.reduce_sum(g * p) for g, p in zip(gradients, directions)])
-    learning_rate = tf.cast(learning_rate, inner.dtype)
+    learning_rate = tf.cast(tf.convert_to_tensor(learning_rate), inner.dtype)
     bound = kl_clip / tf.maximum(learning_rate**2 * inner, 1e-30)
     return tf.minimum(1.0, tf.sqrt(bound))
