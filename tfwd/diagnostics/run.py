@@ -1,0 +1,50 @@
+"""``train_with_diagnostics``: ``tfwd.train.train`` plus the diagnostics a config names.
+
+Diagnostics sit above training (STYLE rule 1), so this is where a config's
+``diagnostics`` names and ``weight_norm_reference`` become callbacks. Launchers, the tuner
+and experiments call it instead of ``train``.
+"""
+from __future__ import annotations
+
+import os
+
+import tfwd.data
+from tfwd.diagnostics.norm_transfer import WeightNormTransfer
+from tfwd.diagnostics.registry import build_callbacks
+from tfwd.train import TrainConfig, train
+
+
+def _first_batch(config: TrainConfig, split: str, training: bool):
+    pipeline = tfwd.data.input_pipeline(
+        config.dataset, split, batch_size=config.batch_size, seed=config.seed,
+        training=training, data_dir=config.data_dir,
+    )
+    return next(iter(pipeline.epoch(0)))
+
+
+def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
+    """The callbacks for ``config.diagnostics`` (fixed sample batches) and norm transfer."""
+    callbacks = []
+    if config.diagnostics:
+        held_out = "test" if config.evaluate_test else "validation"
+        callbacks += build_callbacks(
+            list(config.diagnostics),
+            train_batch=_first_batch(config, config.train_split, training=True),
+            test_batch=_first_batch(config, held_out, training=False),
+            log_dir=os.path.join(workdir, "logs"),
+            seed=config.seed,
+            damping=config.damping,
+            total_epochs=config.epochs,
+        )
+    if config.weight_norm_reference:
+        layers = config.weight_norm_layers
+        if layers not in ("all", "conv", "dense", "normalized"):
+            layers = [name.strip() for name in layers.split(",") if name.strip()]
+        callbacks.append(WeightNormTransfer(config.weight_norm_reference, layers=layers))
+    return callbacks
+
+
+def train_with_diagnostics(config: TrainConfig, workdir: str, callbacks=None) -> dict:
+    """``train(config, workdir)`` with the diagnostics callbacks of ``config`` added."""
+    config.validate()
+    return train(config, workdir, list(callbacks or []) + diagnostic_callbacks(config, workdir))

@@ -1,0 +1,140 @@
+"""Train one model from the shell: absl flags → TrainConfig → tfwd.train.train.
+
+    python -m tfwd.launch.train --workdir=runs/mnist_kfac --dataset=mnist --model=mlp \\
+        --optimizer=kfac_g --weight_decay=3e-2 --decay_type=decoupled --epochs=5 --lr=0.03
+
+``--flagfile=FILE`` reads flags from a file. Bad values stop the run before any work with a
+message naming the flag. The last line printed is ``test_accuracy=<value>`` (or
+``validation_accuracy=<value>`` when the test set is not evaluated).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from tfwd.train import config as config_lib
+
+FLAGS = flags.FLAGS
+_DEFAULTS = config_lib.TrainConfig()
+
+flags.DEFINE_string("workdir", None, "Directory for results.json, checkpoints, logs, model.")
+flags.DEFINE_enum("dataset", _DEFAULTS.dataset, config_lib.DATASETS, "Dataset.")
+flags.DEFINE_string("model", _DEFAULTS.model, "Model name from tfwd.models.available().")
+flags.DEFINE_integer("depth", None, "MLP: number of hidden layers.")
+flags.DEFINE_integer("width", None, "MLP: hidden width.")
+flags.DEFINE_integer("width_factor", None, "ResNet: width multiplier.")
+flags.DEFINE_bool("batch_norm", _DEFAULTS.batch_norm, "Batch norm after each conv/dense layer.")
+flags.DEFINE_bool("bn_affine", _DEFAULTS.bn_affine, "Batch norm with gamma/beta.")
+flags.DEFINE_integer("ghost_batch_size", None, "Ghost batch norm virtual batch size.")
+flags.DEFINE_bool("augment", _DEFAULTS.augment, "CIFAR crop+flip augmentation.")
+flags.DEFINE_enum("train_split", _DEFAULTS.train_split, config_lib.TRAIN_SPLITS,
+                  "train (held-out 5k excluded) or train_full (retraining).")
+flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, config_lib.OPTIMIZERS, "Optimizer.")
+flags.DEFINE_float("lr", _DEFAULTS.learning_rate, "Base learning rate (at base_batch_size).")
+flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Momentum (SGD and K-FAC).")
+flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "Weight decay γ.")
+flags.DEFINE_enum("decay_type", _DEFAULTS.decay_type, ["decoupled", "l2"], "Decay form.")
+flags.DEFINE_enum("decay_group", _DEFAULTS.decay_group, ["all", "top", "rest"],
+                  "Layers that decay.")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
+flags.DEFINE_integer("lr_decay_every_epochs", _DEFAULTS.lr_decay_every_epochs,
+                     "Multiply the LR by lr_decay_factor every N epochs (0: never).")
+flags.DEFINE_float("lr_decay_factor", _DEFAULTS.lr_decay_factor, "Step-decay factor.")
+flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warm-up epochs.")
+flags.DEFINE_enum("lr_scaling", _DEFAULTS.lr_scaling, ["none", "linear", "sqrt"],
+                  "Scale lr from base_batch_size to batch_size.")
+flags.DEFINE_integer("base_batch_size", _DEFAULTS.base_batch_size, "Batch size lr refers to.")
+flags.DEFINE_float("damping", _DEFAULTS.damping, "K-FAC damping λ.")
+flags.DEFINE_float("kl_clip", None, "K-FAC KL clipping bound (unset: off).")
+flags.DEFINE_float("cov_decay", _DEFAULTS.cov_decay, "K-FAC factor moving-average decay.")
+flags.DEFINE_integer("cov_every", _DEFAULTS.cov_every, "K-FAC statistics period (steps).")
+flags.DEFINE_integer("inv_every", _DEFAULTS.inv_every, "K-FAC inverse period (steps).")
+flags.DEFINE_integer("gauss_newton_samples", _DEFAULTS.gauss_newton_samples,
+                     "KFAC-G Rademacher vectors per statistics step (0: exact).")
+flags.DEFINE_integer("kfac_init_batches", _DEFAULTS.kfac_init_batches,
+                     "Batches used to initialise K-FAC factors.")
+flags.DEFINE_enum("noise", _DEFAULTS.noise, config_lib.NOISE_KINDS, "Curvature noise kind.")
+flags.DEFINE_integer("small_batch_size", _DEFAULTS.small_batch_size,
+                     "Small batch M_S the noise imitates (and of the batch-change phase).")
+flags.DEFINE_integer("noise_until_epoch", _DEFAULTS.noise_until_epoch, "Noise off after it.")
+flags.DEFINE_float("multiplicative_std", _DEFAULTS.multiplicative_std,
+                   "σ of multiplicative noise.")
+flags.DEFINE_integer("small_batch_epochs", _DEFAULTS.small_batch_epochs,
+                     "Batch change: epochs at small_batch_size before the large batch.")
+flags.DEFINE_list("diagnostics", [], "Diagnostics to record (tfwd.diagnostics names), e.g. "
+                  "effective_lr,jacobian_norm,gauss_newton_norm.")
+flags.DEFINE_string("weight_norm_reference", None, "results.json of a run whose recorded "
+                    "weight_norms this run's layers are rescaled to after every epoch (fig. 4).")
+flags.DEFINE_string("weight_norm_layers", "conv", "Layers for --weight_norm_reference: conv, "
+                    "all, dense, normalized or comma-separated names.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, config_lib.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_integer("num_replicas", _DEFAULTS.num_replicas, "Replicas for mirrored.")
+flags.DEFINE_enum("loop", _DEFAULTS.loop, config_lib.LOOPS, "Keras fit or custom strategy.run.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of everything random.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFWD_DATA_DIR or "
+                    "~/tensorflow_datasets).")
+flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity (0, 1, 2).")
+
+# Flags that are not TrainConfig fields of the same name.
+_RENAMED = {"lr": "learning_rate"}
+_MODEL_KWARGS = ("depth", "width", "width_factor")
+
+
+def config_from_flags() -> config_lib.TrainConfig:
+    values = {}
+    for field in config_lib.TrainConfig.__dataclass_fields__:
+        flag = next((f for f, target in _RENAMED.items() if target == field), field)
+        if flag in FLAGS:
+            values[field] = FLAGS[flag].value
+    values["model_kwargs"] = {k: FLAGS[k].value for k in _MODEL_KWARGS if FLAGS[k].value is not None}
+    values["diagnostics"] = list(FLAGS.diagnostics)
+    if values.get("gauss_newton_samples") == 0:
+        values["gauss_newton_samples"] = None
+    return config_lib.TrainConfig.from_dict(values)
+
+
+def validated_config_or_exit() -> config_lib.TrainConfig:
+    """The config, or exit 2 with the offending flag named (before any TensorFlow work)."""
+    if not FLAGS.workdir:
+        sys.exit("error: --workdir is required.")
+    try:
+        config = config_from_flags().validate()
+    except ValueError as error:
+        message = str(error)
+        for flag, field in _RENAMED.items():
+            message = message.replace(field, flag)
+        sys.exit(f"error: invalid flags: --{message}")
+    import tfwd.diagnostics
+    import tfwd.models
+
+    if config.model not in tfwd.models.available():
+        sys.exit(f"error: --model={config.model!r} is not one of {tfwd.models.available()}.")
+    unknown = sorted(set(config.diagnostics) - set(tfwd.diagnostics.DIAGNOSTICS))
+    if unknown:
+        sys.exit(f"error: --diagnostics has unknown names {unknown}; valid: "
+                 f"{sorted(tfwd.diagnostics.DIAGNOSTICS)}.")
+    return config
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens at INFO
+    config = validated_config_or_exit()
+    from tfwd.diagnostics import train_with_diagnostics
+    from tfwd.train import configure_cpu_devices
+
+    if config.strategy == "mirrored":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            configure_cpu_devices(config.num_replicas)
+    results = train_with_diagnostics(config, FLAGS.workdir)
+    final = results["final"]
+    key = "test_accuracy" if "test_accuracy" in final else "validation_accuracy"
+    print(f"{key}={final.get(key, float('nan')):.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
