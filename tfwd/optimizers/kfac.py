@@ -297,9 +297,14 @@ class KFAC(keras.optimizers.Optimizer):
         return updated
 
     def _merge_inverses(self, strategy):
-        for A, G, A_inv, G_inv in zip(self.input_factors, self.output_factors,
-                                      self.input_inverses, self.output_inverses):
-            def assign_inverses(a_inv, g_inv, a, g):
+        for name, A, G, A_inv, G_inv in zip(self.layer_names, self.input_factors,
+                                            self.output_factors, self.input_inverses,
+                                            self.output_inverses):
+            def assign_inverses(a_inv, g_inv, a, g, name=name):
+                message = (f"K-FAC factors of layer {name!r} are not finite: training diverged. "
+                           "Lower the learning rate, raise damping or set kl_clip")
+                a = tf.debugging.check_numerics(a, message)
+                g = tf.debugging.check_numerics(g, message)
                 new_a_inv, new_g_inv = damped_inverses(a, g, self.damping)
                 return a_inv.assign(new_a_inv), g_inv.assign(new_g_inv)
 
