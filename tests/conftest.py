@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -17,3 +18,14 @@ tf.config.set_logical_device_configuration(
 
 # absl flags raise UnparsedFlagAccessError under plain pytest unless marked as parsed.
 flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """The session's one 2-replica MirroredStrategy over the logical CPUs.
+
+    Several MirroredStrategy objects in one process share collective group and instance
+    keys: a second strategy's all-reduce can be matched with a first one's earlier op of
+    another shape ("Shape mismatch in the collective instance 100"). Tests therefore share one.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

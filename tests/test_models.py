@@ -328,8 +328,8 @@ def test_ghost_batch_norm_model_fits_and_round_trips_keras_file(tmp_path):
         )
 
 
-def test_ghost_batch_norm_per_replica_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_ghost_batch_norm_per_replica_under_mirrored_strategy(two_replicas):
+    strategy = two_replicas
     virtual_batch_size, global_batch = 2, 8  # 4 examples, i.e. 2 ghost batches, per replica
     x = np.random.default_rng(3).normal(size=(global_batch, 3)).astype("float32")
     with strategy.scope():

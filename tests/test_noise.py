@@ -346,10 +346,10 @@ def test_fit_after_noise_until_epoch_equals_plain_fit():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_two_replica_fit_step_is_gradient_plus_the_sum_of_replica_draws():
+def test_two_replica_fit_step_is_gradient_plus_the_sum_of_replica_draws(two_replicas):
     """One SGD(1.0) step of 2-replica model.fit equals θ − (∇L_8 + n_0 + n_1) exactly, where
     n_r is replica r's diag-Fisher draw on its half batch with the 1/√2 factor."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_replicas
     assert strategy.num_replicas_in_sync == 2
     x, y = batch(size=8, seed=1)
     with strategy.scope():
@@ -368,8 +368,8 @@ def test_two_replica_fit_step_is_gradient_plus_the_sum_of_replica_draws():
     np.testing.assert_allclose(flatten(model.trainable_weights), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fit_with_full_fisher_noise_under_two_replica_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_fit_with_full_fisher_noise_under_two_replica_mirrored_strategy(two_replicas):
+    strategy = two_replicas
     noisy = fitted_weights("full_fisher", strategy)
     assert all(np.all(np.isfinite(w)) for w in noisy)
     assert_weights_differ(noisy, fitted_weights("none", strategy))

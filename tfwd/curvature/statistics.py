@@ -29,14 +29,31 @@ def check_curvature(curvature: str) -> None:
         raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}.")
 
 
-def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=None):
+def _example_uniforms(shape_of_rows, seed, example_offset, total_examples):
+    """Uniforms for rows [offset, offset + B) of a [total, K] stateless draw.
+
+    Each example's random numbers depend only on its position in the *global* batch, so a
+    replica holding rows offset..offset+B−1 draws exactly what one replica with the whole
+    batch draws for them: 1 and N replicas sample the same curvature.
+    """
+    rows, columns = shape_of_rows[0], shape_of_rows[1]
+    total = rows if total_examples is None else total_examples
+    draws = tf.random.stateless_uniform(tf.stack([total, columns]), seed=seed)
+    return draws[example_offset:example_offset + rows]
+
+
+def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=None,
+                   example_offset=0, total_examples=None):
     """The list of (u [B, K], weight) whose weighted Σ E[uuᵀ] is the output curvature.
 
-    ``seed`` is a stateless-random seed (shape [2] int tensor) for the sampled kinds.
+    ``seed`` is a stateless-random seed (shape [2] int tensor) for the sampled kinds;
+    ``example_offset``/``total_examples`` place this batch inside a global batch split over
+    replicas (see ``_example_uniforms``).
     """
     check_curvature(curvature)
     logits = tf.convert_to_tensor(logits)
     num_classes = logits.shape[-1]
+    shape = tf.shape(logits)
     if curvature == "gauss_newton":
         if gauss_newton_samples is None:
             batch = tf.shape(logits)[0]
@@ -46,15 +63,17 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
             ]
         vectors = []
         for sample in range(gauss_newton_samples):
-            signs = tf.random.stateless_uniform(
-                tf.shape(logits), seed=seed + [0, 7919 * (sample + 1)], minval=0, maxval=2,
-                dtype=tf.int32,
-            )
-            vectors.append((tf.cast(2 * signs - 1, logits.dtype), 1.0 / gauss_newton_samples))
+            uniforms = _example_uniforms(shape, seed + [0, 7919 * (sample + 1)],
+                                         example_offset, total_examples)
+            signs = tf.where(uniforms < 0.5, -1.0, 1.0)
+            vectors.append((tf.cast(signs, logits.dtype), 1.0 / gauss_newton_samples))
         return vectors
     probabilities = tf.nn.softmax(logits)
     if curvature == "fisher":
-        targets = tf.random.stateless_categorical(logits, 1, seed=seed)[:, 0]
+        # Gumbel-max: argmax(z + Gumbel noise) ~ softmax(z), from per-example uniforms.
+        uniforms = _example_uniforms(shape, seed, example_offset, total_examples)
+        gumbel = -tf.math.log(-tf.math.log(tf.clip_by_value(uniforms, 1e-20, 1.0 - 1e-7)))
+        targets = tf.argmax(logits + tf.cast(gumbel, logits.dtype), axis=-1)
     else:
         if labels is None:
             raise ValueError("curvature='empirical' needs the true labels y.")
@@ -62,11 +81,14 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
     return [(probabilities - tf.one_hot(targets, num_classes, dtype=logits.dtype), 1.0)]
 
 
-def layer_statistics(blocks, records, tape, logits, labels, curvature, seed, gauss_newton_samples=None):
+def layer_statistics(blocks, records, tape, logits, labels, curvature, seed,
+                     gauss_newton_samples=None, example_offset=0, total_examples=None):
     """[(A, G)] per block, from a capture's records and the (persistent) tape that saw them."""
     preactivations = [records[block.name].preactivations for block in blocks]
     output_factors = [tf.zeros([b.output_dim, b.output_dim], logits.dtype) for b in blocks]
-    for vector, weight in output_vectors(logits, labels, curvature, seed, gauss_newton_samples):
+    vectors = output_vectors(logits, labels, curvature, seed, gauss_newton_samples,
+                             example_offset, total_examples)
+    for vector, weight in vectors:
         gradients = tape.gradient(logits, preactivations, output_gradients=tf.stop_gradient(vector))
         output_factors = [
             total + weight * block.output_factor(g)

@@ -30,6 +30,7 @@ inverses and momentum are restored from the file.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import keras
@@ -130,6 +131,7 @@ class KFAC(keras.optimizers.Optimizer):
         self.layer_names = list(layers) if layers is not None else None
         self.curvature_layers = []  # the Layer objects, known after attach()
         self._blocks = []
+        self._pending = threading.local()  # statistics from observe() awaiting apply()
 
     # ------------------------------------------------------------------ set-up
     def attach(self, model: keras.Model) -> "KFAC":
@@ -216,44 +218,51 @@ class KFAC(keras.optimizers.Optimizer):
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.iterations, tf.int64)])
 
     def local_statistics(self, tape, records, y_pred, y):
-        """This replica's [(A, G)] for the covered layers (tfwd.curvature.statistics)."""
+        """This replica's [(A, G)] for the covered layers (tfwd.curvature.statistics).
+
+        Sampling is indexed by the example's place in the global batch, so the statistics
+        do not depend on how many replicas share the batch.
+        """
+        context = tf.distribute.get_replica_context()
+        local_batch = tf.shape(y_pred)[0]
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        replica = context.replica_id_in_sync_group if context is not None else 0
         return layer_statistics(
             self._blocks, records, tape, y_pred, y, self.curvature,
             self._sampling_seed(), self.gauss_newton_samples,
+            example_offset=tf.cast(replica, tf.int32) * local_batch,
+            total_examples=local_batch * replicas,
         )
 
     def observe(self, tape, records, y_pred, y, gradients):
-        """Consumer hook of ``tfwd.curvature.step``: statistics every ``cov_every`` steps."""
+        """Consumer hook of ``tfwd.curvature.step``: statistics every ``cov_every`` steps.
+
+        The replica's statistics are held until ``apply``, which all-reduces them in the
+        same collective as the gradients (two collectives per step were issued in different
+        orders on different devices under MirroredStrategy: "Shape mismatch in the
+        collective instance"). Replica threads trace concurrently, hence a thread-local.
+        """
         if not self._blocks:
             raise ValueError("Call optimizer.attach(model) before training with K-FAC.")
         zeros = [(tf.zeros_like(a), tf.zeros_like(g))
                  for a, g in zip(self.input_factors, self.output_factors)]
-        # The cond holds only replica-local math (the expensive part); see update_curvature.
-        stats = tf.cond(
+        # The cond holds only replica-local math: the expensive part, skipped most steps.
+        self._pending.statistics = tf.cond(
             self._is_statistics_step(),
             lambda: self.local_statistics(tape, records, y_pred, y),
             lambda: zeros,
         )
-        done = self.update_curvature(stats, average=False)
-        # Collective all-reduces must be issued in the same order on every device: the
-        # gradient all-reduce waits for the statistics all-reduce.
-        with tf.control_dependencies([done]):
-            return [None if g is None else tf.identity(g) for g in gradients]
+        return gradients
 
-    def update_curvature(self, local_stats, average: bool):
-        """All-reduce (mean) the replicas' statistics into A, G; refresh inverses when due.
+    def update_curvature(self, local_stats, average: bool, already_reduced: bool = False):
+        """Mean of the replicas' statistics into A, G; refresh inverses when due.
 
         ``average=True`` makes the factors a plain running mean (factor initialisation);
         otherwise the moving-average weight is min(cov_decay, n/(n+1)) after n updates.
         Returns a tensor to take control dependencies on (the update has happened).
-
-        The all-reduce runs on every step, outside any ``tf.cond``: collectives inside a
-        conditional are issued in different orders on different devices (observed as
-        "Shape mismatch in the collective instance" under MirroredStrategy). On one
-        replica nothing is reduced; with several it costs one factor-sized all-reduce per step.
         """
         context = tf.distribute.get_replica_context()
-        if context.num_replicas_in_sync > 1:
+        if not already_reduced and context.num_replicas_in_sync > 1:
             flat = [s for pair in local_stats for s in pair]
             flat = context.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
             local_stats = list(zip(flat[0::2], flat[1::2]))
@@ -347,11 +356,29 @@ class KFAC(keras.optimizers.Optimizer):
 
     # ------------------------------------------------------------------ update
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        statistics = getattr(self._pending, "statistics", None)
+        if statistics is None:
+            raise ValueError(
+                "K-FAC got gradients without curvature statistics: train through "
+                "model.fit after optimizer.attach(model), or through "
+                "tfwd.curvature.step.forward_backward with the optimizer as a consumer."
+            )
+        self._pending.statistics = None
         trainable_variables = [v.value if isinstance(v, keras.Variable) else v
                                for v in trainable_variables]
-        grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, trainable_variables)))
-        directions = self._directions([g for g, _ in grads_and_vars], trainable_variables,
-                                      learning_rate)
+        flat_statistics = [s for pair in statistics for s in pair]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # One collective for gradients (SUM, as Keras) and statistics (then / replicas).
+            reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads) + flat_statistics)
+            grads = reduced[: len(grads)]
+            flat_statistics = [s / context.num_replicas_in_sync for s in reduced[len(grads):]]
+        updated = self.update_curvature(
+            list(zip(flat_statistics[0::2], flat_statistics[1::2])), average=False,
+            already_reduced=True,
+        )
+        with tf.control_dependencies([updated]):  # precondition with this step's inverses
+            directions = self._directions(list(grads), trainable_variables, learning_rate)
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_tf_update_step,
             self._distribution_strategy,
