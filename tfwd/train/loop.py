@@ -163,8 +163,8 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
                 earlier = previous.get("diagnostics", {}).get(callback.diagnostic_name, {})
                 callback.history.update(
                     {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
-        if config.verbose:
-            print(f"Resuming {workdir} after epoch {int(epochs_done)}.")
+        # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
+        print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
     elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
         # The authors initialise the factors with a pass over the training data.
         optimizer.initialize_factors(model, train_pipe.epoch(0), config.kfac_init_batches)
