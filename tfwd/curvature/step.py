@@ -3,6 +3,7 @@
 A *consumer* is any object with
 
 * ``curvature_layers``: the Dense/Conv2D layers whose inputs and pre-activations it needs;
+* ``needs_persistent_tape``: whether ``observe`` back-propagates again through the tape;
 * ``observe(tape, records, y_pred, y, gradients) -> gradients``: called in replica context
   after the backward pass of the loss, with the persistent tape, the ``LayerCapture``
   records and the (loss-scaled, not yet all-reduced) gradients; it may update statistics
@@ -41,7 +42,8 @@ def forward_backward(model, optimizer, consumers, x, y, sample_weight=None):
     a strategy); gradients are of ``optimizer.scale_loss(loss)``.
     """
     layers = _curvature_layers(consumers)
-    with tf.GradientTape(persistent=bool(layers)) as tape, LayerCapture(layers) as capture:
+    persistent = any(consumer.needs_persistent_tape for consumer in consumers)
+    with tf.GradientTape(persistent=persistent) as tape, LayerCapture(layers) as capture:
         y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
         loss = model._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True

@@ -58,7 +58,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.capture import LayerCapture, check_outputs_logits, split_layers
 from tfwd.noise import diag_fisher, full_fisher, kfac, multiplicative, trace
 from tfwd.noise.batch import NoiseBatch
 from tfwd.noise.scale import check_batch_sizes, noise_scale
@@ -79,17 +79,6 @@ _TAPE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac")
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"Unknown noise kind {kind!r}; choose one of {KINDS}.")
-
-
-def _check_outputs_logits(model: keras.Model) -> None:
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(last, "activation", None)
-    if activation in (keras.activations.softmax, keras.activations.sigmoid):
-        raise ValueError(
-            f"Curvature noise needs a model that outputs logits, but layer {last.name!r} "
-            f"applies {activation.__name__}; drop the activation and use a loss with "
-            "from_logits=True."
-        )
 
 
 class CurvatureNoise:
@@ -131,7 +120,7 @@ class CurvatureNoise:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
         if multiplicative_std is not None and not multiplicative_std >= 0:
             raise ValueError(f"multiplicative_std must be >= 0 or None, got {multiplicative_std!r}.")
-        _check_outputs_logits(model)
+        check_outputs_logits(model, "Curvature noise")
         supported, others = split_layers(model)
         if kind in _TAPE_KINDS and not supported:
             raise ValueError(
@@ -148,11 +137,10 @@ class CurvatureNoise:
         self.scale = noise_scale(large_batch_size, small_batch_size)
         self.multiplicative_std = self.scale if multiplicative_std is None else float(multiplicative_std)
         self.noise_steps = noise_until_epoch * steps_per_epoch
-        # Layers whose a, s the draw reads. full_fisher/trace read none, but capturing one
-        # layer makes the training step keep its tape persistent for their extra backward pass.
-        self.noise_layers = supported if kind in _LAYERWISE_KINDS else []
-        self.curvature_layers = supported if kind in _LAYERWISE_KINDS else (
-            supported[-1:] if kind in _TAPE_KINDS else [])
+        # Layers whose a, s the draw reads; full_fisher/trace read none but back-propagate
+        # again through the step's tape, which must therefore stay persistent.
+        self.curvature_layers = supported if kind in _LAYERWISE_KINDS else []
+        self.needs_persistent_tape = kind in _LAYERWISE_KINDS or kind in _TAPE_KINDS
         self.uncovered_variables = (
             [v.path for layer in others for v in layer.trainable_weights]
             if kind in _LAYERWISE_KINDS else []
@@ -212,7 +200,7 @@ class CurvatureNoise:
             key = self._key(step, replica_id)
 
             def draw():
-                unit = _SAMPLERS[self.kind](batch, self.noise_layers, key)
+                unit = _SAMPLERS[self.kind](batch, self.curvature_layers, key)
                 return [
                     tf.cast(amplitude, gradients[i].dtype) * tf.cast(unit[i], gradients[i].dtype)
                     if i in unit else zero

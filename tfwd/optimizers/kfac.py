@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.capture import LayerCapture, check_outputs_logits, split_layers
 from tfwd.curvature.inverse import damped_inverses, kl_clip_scale, precondition
 from tfwd.curvature.statistics import check_curvature, layer_statistics
 from tfwd.curvature.step import install_train_step
@@ -130,6 +130,7 @@ class KFAC(keras.optimizers.Optimizer):
         self.seed = int(seed)
         self.layer_names = list(layers) if layers is not None else None
         self.curvature_layers = []  # the Layer objects, known after attach()
+        self.needs_persistent_tape = True  # statistics back-propagate again from the logits
         self._blocks = []
         self._pending = threading.local()  # statistics from observe() awaiting apply()
 
@@ -142,13 +143,7 @@ class KFAC(keras.optimizers.Optimizer):
         plain SGD-with-momentum updates.
         """
         layers, others = split_layers(model)
-        last = model.layers[-1]
-        if getattr(last, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
-            raise ValueError(
-                f"K-FAC needs a model that outputs logits, but layer {last.name!r} applies "
-                f"{last.activation.__name__}; drop the activation and use a loss with "
-                "from_logits=True."
-            )
+        check_outputs_logits(model, "K-FAC")
         if not layers:
             raise ValueError(f"Model {model.name!r} has no Dense or Conv2D layer for K-FAC.")
         names = [layer.name for layer in layers]
