@@ -145,3 +145,27 @@ def test_large_batch_recipes_run_through_train(tmp_path):
     assert first["learning_rate"] == pytest.approx(0.05, rel=1e-5)
     assert second["learning_rate"] == pytest.approx(0.05 * np.sqrt(1024 / 128), rel=1e-5)
     assert second["test_accuracy"] > 0.5
+
+
+def test_launcher_trains_with_two_worker_processes(tmp_path):
+    from test_distributed import _free_ports
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "tfwd.launch.train", f"--workdir={tmp_path}",
+             "--strategy=multi_worker", "--loop=custom", "--optimizer=kfac_g", "--lr=0.01",
+             "--kl_clip=1e-3", "--model=mlp", "--depth=1", "--width=32", "--epochs=1",
+             "--batch_size=1000", "--kfac_init_batches=2", "--verbose=0"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    # Both workers hold the same model, so they report the same accuracy; only the chief writes.
+    last_lines = [output.strip().splitlines()[-1] for output in outputs]
+    assert last_lines[0] == last_lines[1] and last_lines[0].startswith("test_accuracy=")
+    assert _results(tmp_path)["status"] == "finished"

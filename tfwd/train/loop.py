@@ -145,7 +145,8 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
             consumers.append(noise)
         if consumers:
             install_train_step(model, consumers)
-        epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    # Outside the scope: a plain host variable, not a per-replica one.
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), 2)
