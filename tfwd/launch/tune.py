@@ -1,0 +1,98 @@
+"""Grid-search hyper-parameters from the shell: flags → base TrainConfig + grid → run_search.
+
+    python -m tfwd.launch.tune --directory=runs/search_sgd --dataset=mnist --model=mlp \\
+        --optimizer=sgd --epochs=10 --grid="lr=0.1,0.03;weight_decay=1e-4,1e-3"
+
+Every flag of ``tfwd.launch.train`` (except ``--workdir``) sets the base config of all trials;
+``--grid`` (default: ``tfwd.tuning.default_grid`` of ``--optimizer``) lists the values tried,
+as ``KEY=V1,V2;KEY=...`` with keys lr, weight_decay, momentum, damping, kl_clip. Large batches:
+``--batch_size=2000 --lr_scaling=sqrt`` (or linear) reads the grid's rates as rates at
+``--base_batch_size`` (128) and rescales them. A bad grid or flag stops the run before any work
+with a message naming the flag.
+
+Rerun the same command to continue an interrupted search (finished trials are kept) and its
+retraining. Distributed: start the same command in one chief and N worker processes, e.g. ::
+
+    export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=8000
+    KERASTUNER_TUNER_ID=chief   python -m tfwd.launch.tune --directory=D ... &
+    KERASTUNER_TUNER_ID=tuner0  python -m tfwd.launch.tune --directory=D ... &
+    KERASTUNER_TUNER_ID=tuner1  python -m tfwd.launch.tune --directory=D ... &
+
+The chief hands out trials, then retrains the best and writes the table. The last line printed
+is ``test_accuracy=<value>`` (``validation_accuracy=<best score>`` with ``--noretrain``;
+``trials_run=<n>`` on a worker).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from tfwd.launch import train as train_launcher  # defines the TrainConfig flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("directory", None, "Search directory: trials, retraining, search.json/md.")
+flags.DEFINE_string("grid", None, 'Values to search, e.g. "lr=0.1,0.03;weight_decay=1e-4,1e-3" '
+                    "(default: the optimizer's default grid, see tfwd.tuning.grid).")
+flags.DEFINE_bool("retrain", True, "Retrain the best point on train_full and measure test "
+                  "accuracy once (--noretrain: search only).")
+
+
+def _base_config_or_exit():
+    """The base config, or exit 2 naming the offending flag (before any training)."""
+    # Same checks as train_launcher.validated_config_or_exit, whose --workdir check does
+    # not apply here.
+    try:
+        config = train_launcher.config_from_flags().validate()
+    except ValueError as error:
+        sys.exit(f"error: invalid flags: --{str(error).replace('learning_rate', 'lr')}")
+    import tfwd.diagnostics
+    import tfwd.models
+
+    if config.model not in tfwd.models.available():
+        sys.exit(f"error: --model={config.model!r} is not one of {tfwd.models.available()}.")
+    unknown = sorted(set(config.diagnostics) - set(tfwd.diagnostics.DIAGNOSTICS))
+    if unknown:
+        sys.exit(f"error: --diagnostics has unknown names {unknown}; valid: "
+                 f"{sorted(tfwd.diagnostics.DIAGNOSTICS)}.")
+    return config
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens at INFO
+    if not FLAGS.directory:
+        sys.exit("error: --directory is required.")
+    if FLAGS.workdir:
+        sys.exit("error: --workdir is not a tune flag; a search lives in --directory.")
+    base = _base_config_or_exit()
+    from tfwd import tuning
+
+    try:
+        grid = tuning.parse_grid(FLAGS.grid) if FLAGS.grid is not None else None
+        tuning.check_grid(grid or tuning.default_grid(base.optimizer, base.decay_type),
+                               base)
+    except tuning.GridError as error:
+        sys.exit(f"error: --grid: {error}")
+    if base.strategy == "mirrored":
+        import tensorflow as tf
+
+        from tfwd.train import configure_cpu_devices
+
+        if not tf.config.list_physical_devices("GPU"):
+            configure_cpu_devices(base.num_replicas)
+    try:
+        report = tuning.run_search(base, FLAGS.directory, grid, retrain_best=FLAGS.retrain)
+    except tuning.SearchSetupError as error:
+        sys.exit(f"error: {error}")
+    if "trials_run" in report:
+        print(f"trials_run={report['trials_run']}")
+    elif report["test_accuracy"] is not None:
+        print(f"test_accuracy={report['test_accuracy']:.4f}")
+    else:
+        print(f"validation_accuracy={report['best']['validation_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

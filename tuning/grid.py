@@ -1,0 +1,134 @@
+"""The hyper-parameter grid of a search: values per TrainConfig field, parsed, checked, enumerated.
+
+A grid maps TrainConfig field names to the tuple of values to try, e.g.
+``{"learning_rate": (0.3, 0.1, 0.03), "weight_decay": (1e-2, 1e-3)}``; the search trains every
+point of the Cartesian product (paper 000, appendix A: grid search on a held-out 5k split).
+Fields not in the grid keep the value of the search's base config.
+
+Default grids (``default_grid``; REFERENCE.md §3 gives the best points of the authors' runs):
+
+* SGD: learning_rate {0.3, 0.1, 0.03} × weight_decay {1e-2, 3e-3, 1e-3, 3e-4, 1e-4}.
+* Adam: learning_rate {1e-3, 3e-4, 1e-4} × weight_decay {1, 0.3, 0.1, 3e-2, 1e-2} with
+  decoupled decay (the paper's Adam "wd", best 0.3 at lr 3e-4; Keras shrinks by η·γ per step,
+  so the useful γ are ~100× SGD's), or SGD's decay values with ``decay_type="l2"``.
+* K-FAC (G and F): learning_rate {3e-2, 1e-2, 3e-3} × damping {3e-2, 1e-2, 3e-3, 1e-3} ×
+  SGD's weight_decay values.
+
+Learning rates in a grid are base rates at ``base_batch_size`` (128 in the papers): with
+``lr_scaling="linear"`` or ``"sqrt"`` in the base config every trial trains with the rate
+rescaled to its ``batch_size`` (``tfwd.optimizers.scaled_learning_rate``, the one owner of the
+rule), so one grid serves the papers' 128, 640 and 2000 batches; ``effective_learning_rates``
+lists the rescaled grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from tfwd.optimizers import scaled_learning_rate
+from tfwd.train import TrainConfig
+
+# Grid key -> TrainConfig field, and the optimizers each field acts on.
+ALIASES = {"lr": "learning_rate"}
+TUNABLE_FIELDS = {
+    "learning_rate": ("sgd", "adam", "kfac_g", "kfac_f"),
+    "weight_decay": ("sgd", "adam", "kfac_g", "kfac_f"),
+    "momentum": ("sgd", "kfac_g", "kfac_f"),
+    "damping": ("kfac_g", "kfac_f"),
+    "kl_clip": ("kfac_g", "kfac_f"),
+}
+
+_SGD_DECAYS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+_ADAM_DECOUPLED_DECAYS = (1.0, 0.3, 0.1, 3e-2, 1e-2)
+_KFAC_GRID = {
+    "learning_rate": (3e-2, 1e-2, 3e-3),
+    "damping": (3e-2, 1e-2, 3e-3, 1e-3),
+    "weight_decay": _SGD_DECAYS,
+}
+
+Grid = dict  # field name -> tuple of values, in the order trials are enumerated
+
+
+class GridError(ValueError):
+    """A grid that cannot be searched; the message names the offending key or value."""
+
+
+def default_grid(optimizer: str, decay_type: str = "decoupled") -> Grid:
+    """The default grid of ``optimizer`` (module docstring)."""
+    if optimizer == "sgd":
+        return {"learning_rate": (0.3, 0.1, 0.03), "weight_decay": _SGD_DECAYS}
+    if optimizer == "adam":
+        decays = _ADAM_DECOUPLED_DECAYS if decay_type == "decoupled" else _SGD_DECAYS
+        return {"learning_rate": (1e-3, 3e-4, 1e-4), "weight_decay": decays}
+    if optimizer in ("kfac_g", "kfac_f"):
+        return dict(_KFAC_GRID)
+    raise GridError(f"No default grid for optimizer {optimizer!r}.")
+
+
+def parse_grid(text: str) -> Grid:
+    """``"lr=0.1,0.03;weight_decay=1e-4,1e-3"`` -> ``{"learning_rate": (0.1, 0.03), ...}``.
+
+    Keys are TrainConfig fields from ``TUNABLE_FIELDS`` (or ``lr``); values are numbers.
+    """
+    grid = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        key, separator, values = part.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise GridError(f"{part.strip()!r} is not KEY=V1,V2,...; write e.g. "
+                            "'lr=0.1,0.03;weight_decay=1e-4,1e-3'.")
+        field = ALIASES.get(key, key)
+        if field not in TUNABLE_FIELDS:
+            raise GridError(f"unknown key {key!r}; tunable keys are "
+                            f"{sorted(set(TUNABLE_FIELDS) | set(ALIASES))}.")
+        if field in grid:
+            raise GridError(f"key {key!r} appears twice.")
+        numbers = []
+        for value in values.split(","):
+            try:
+                numbers.append(float(value))
+            except ValueError:
+                raise GridError(f"{key}: {value.strip()!r} is not a number.") from None
+        if len(set(numbers)) != len(numbers):
+            raise GridError(f"{key}: repeated values in {values.strip()!r}.")
+        grid[field] = tuple(numbers)
+    if not grid:
+        raise GridError(f"{text!r} holds no KEY=V1,V2,... entry.")
+    return grid
+
+
+def format_grid(grid: Grid) -> str:
+    """The inverse of ``parse_grid`` (with field names as keys)."""
+    return ";".join(f"{key}={','.join(repr(v) for v in values)}" for key, values in grid.items())
+
+
+def grid_points(grid: Grid) -> list[dict]:
+    """Every point of the grid, the last key varying fastest."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def point_config(base: TrainConfig, point: dict) -> TrainConfig:
+    """``base`` with the point's values (a copy; ``base`` is unchanged)."""
+    return dataclasses.replace(base, **point)
+
+
+def check_grid(grid: Grid, base: TrainConfig) -> None:
+    """Raise GridError unless every point of ``grid`` is a valid run of ``base.optimizer``."""
+    for field in grid:
+        if base.optimizer not in TUNABLE_FIELDS[field]:
+            raise GridError(f"{field} has no effect on optimizer {base.optimizer!r} (it acts "
+                            f"on {', '.join(TUNABLE_FIELDS[field])}); remove it from the grid.")
+    for point in grid_points(grid):
+        try:
+            point_config(base, point).validate()
+        except ValueError as error:
+            raise GridError(f"point {point}: {error}") from None
+
+
+def effective_learning_rates(grid: Grid, base: TrainConfig) -> tuple[float, ...]:
+    """The grid's learning rates as trials apply them (rescaled to ``base.batch_size``)."""
+    rates = grid.get("learning_rate", (base.learning_rate,))
+    return tuple(scaled_learning_rate(rate, base.batch_size, base.base_batch_size,
+                                      base.lr_scaling) for rate in rates)
