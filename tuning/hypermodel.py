@@ -36,9 +36,10 @@ def search_config(base: TrainConfig, point: dict) -> TrainConfig:
 
 
 def retraining_config(base: TrainConfig, point: dict) -> TrainConfig:
-    """The final run of ``point``: trained on ``train_full`` (train + validation), tested."""
+    """The final run of ``point``: trained on ``train_full`` (train + validation), and tested
+    once, after its last epoch (paper 000, appendix A)."""
     return dataclasses.replace(point_config(base, point), train_split="train_full",
-                               evaluate_test=True)
+                               evaluate_test=True, test_every_epoch=False)
 
 
 def trial_metrics(results: dict, trial_seconds: float) -> dict:

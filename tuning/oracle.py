@@ -25,7 +25,7 @@ import os
 import keras_tuner
 from keras_tuner.engine import trial as trial_lib
 
-from tfwd.tuning.files import write_json_atomically
+from tfwd.train.files import write_json_atomically
 from tfwd.tuning.grid import Grid, grid_points
 from tfwd.tuning.hypermodel import OBJECTIVE
 

@@ -20,7 +20,7 @@ import os
 
 from keras_tuner.engine import trial as trial_lib
 
-from tfwd.tuning.files import write_json_atomically
+from tfwd.train.files import write_json_atomically
 from tfwd.tuning.hypermodel import OBJECTIVE, TRIAL_METRICS
 
 SEARCH_JSON = "search.json"

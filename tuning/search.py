@@ -30,8 +30,9 @@ import keras
 
 from tfwd.diagnostics import train_with_diagnostics
 from tfwd.train import TrainConfig
+from tfwd.train.config import COSMETIC_FIELDS
 from tfwd.train.loop import RESULTS_FILE
-from tfwd.tuning.files import write_json_atomically
+from tfwd.train.files import write_json_atomically
 from tfwd.tuning.grid import (Grid, check_grid, default_grid, effective_learning_rates,
                               format_grid, grid_points)
 from tfwd.tuning.hypermodel import OBJECTIVE, TrainHyperModel, retraining_config
@@ -42,9 +43,6 @@ from tfwd.tuning.tuner import PROJECT_NAME, GridTuner, is_oracle_worker
 
 SETTINGS_FILE = "search_settings.json"
 RETRAIN_DIR = "retrain"
-# Config fields that do not change a run's numbers, ignored when comparing with a saved run
-# (the same as tfwd.experiments.spec.COSMETIC_FIELDS).
-_COSMETIC_FIELDS = ("verbose", "data_dir")
 
 
 class SearchSetupError(ValueError):
@@ -53,7 +51,7 @@ class SearchSetupError(ValueError):
 
 def _comparable(config: TrainConfig) -> dict:
     values = json.loads(json.dumps(config.to_dict()))  # tuples become lists, as when loaded
-    return {k: v for k, v in values.items() if k not in _COSMETIC_FIELDS}
+    return {k: v for k, v in values.items() if k not in COSMETIC_FIELDS}
 
 
 def check_settings(directory: str, base: TrainConfig, grid: Grid) -> None:
@@ -84,7 +82,7 @@ def _finished_run(workdir: str, config: TrainConfig) -> dict | None:
         results = json.load(f)
     if results.get("status") != "finished":
         return None
-    saved = {k: v for k, v in results["config"].items() if k not in _COSMETIC_FIELDS}
+    saved = {k: v for k, v in results["config"].items() if k not in COSMETIC_FIELDS}
     return results if saved == _comparable(config) else None
 
 

@@ -20,7 +20,7 @@ from concurrent import futures
 import keras_tuner
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from tfwd.tuning.files import write_json_atomically
+from tfwd.train.files import write_json_atomically
 from tfwd.tuning.hypermodel import TrainHyperModel
 from tfwd.tuning.oracle import GridOracle
 
@@ -97,7 +97,7 @@ class GridTuner(BaseTuner):
             super().search()
 
     def save(self):
-        """``BaseTuner.save`` with files written atomically (``tfwd.tuning.files``)."""
+        """``BaseTuner.save`` with files written atomically (``tfwd.train.files``)."""
         if not self._is_worker():
             self.oracle.save()
         write_json_atomically(self._get_tuner_fname(), self.get_state())

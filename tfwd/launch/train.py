@@ -30,6 +30,8 @@ flags.DEFINE_integer("ghost_batch_size", None, "Ghost batch norm virtual batch s
 flags.DEFINE_bool("augment", _DEFAULTS.augment, "CIFAR crop+flip augmentation.")
 flags.DEFINE_enum("train_split", _DEFAULTS.train_split, config_lib.TRAIN_SPLITS,
                   "train (held-out 5k excluded) or train_full (retraining).")
+flags.DEFINE_bool("test_every_epoch", _DEFAULTS.test_every_epoch,
+                  "Evaluate the test set after every epoch (--notest_every_epoch: only after the last).")
 flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, config_lib.OPTIMIZERS, "Optimizer.")
 flags.DEFINE_float("lr", _DEFAULTS.learning_rate, "Base learning rate (at base_batch_size).")
 flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Momentum (SGD and K-FAC).")
@@ -95,10 +97,8 @@ def config_from_flags() -> config_lib.TrainConfig:
     return config_lib.TrainConfig.from_dict(values)
 
 
-def validated_config_or_exit() -> config_lib.TrainConfig:
-    """The config, or exit 2 with the offending flag named (before any TensorFlow work)."""
-    if not FLAGS.workdir:
-        sys.exit("error: --workdir is required.")
+def checked_config_or_exit() -> config_lib.TrainConfig:
+    """The config from the flags, or exit 2 naming the offending flag (before TF work)."""
     try:
         config = config_from_flags().validate()
     except ValueError as error:
@@ -116,6 +116,13 @@ def validated_config_or_exit() -> config_lib.TrainConfig:
         sys.exit(f"error: --diagnostics has unknown names {unknown}; valid: "
                  f"{sorted(tfwd.diagnostics.DIAGNOSTICS)}.")
     return config
+
+
+def validated_config_or_exit() -> config_lib.TrainConfig:
+    """``checked_config_or_exit`` plus the --workdir this launcher needs."""
+    if not FLAGS.workdir:
+        sys.exit("error: --workdir is required.")
+    return checked_config_or_exit()
 
 
 def main(argv):

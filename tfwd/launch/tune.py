@@ -39,26 +39,6 @@ flags.DEFINE_bool("retrain", True, "Retrain the best point on train_full and mea
                   "accuracy once (--noretrain: search only).")
 
 
-def _base_config_or_exit():
-    """The base config, or exit 2 naming the offending flag (before any training)."""
-    # Same checks as train_launcher.validated_config_or_exit, whose --workdir check does
-    # not apply here.
-    try:
-        config = train_launcher.config_from_flags().validate()
-    except ValueError as error:
-        sys.exit(f"error: invalid flags: --{str(error).replace('learning_rate', 'lr')}")
-    import tfwd.diagnostics
-    import tfwd.models
-
-    if config.model not in tfwd.models.available():
-        sys.exit(f"error: --model={config.model!r} is not one of {tfwd.models.available()}.")
-    unknown = sorted(set(config.diagnostics) - set(tfwd.diagnostics.DIAGNOSTICS))
-    if unknown:
-        sys.exit(f"error: --diagnostics has unknown names {unknown}; valid: "
-                 f"{sorted(tfwd.diagnostics.DIAGNOSTICS)}.")
-    return config
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TFDS logs every split it opens at INFO
@@ -66,7 +46,7 @@ def main(argv):
         sys.exit("error: --directory is required.")
     if FLAGS.workdir:
         sys.exit("error: --workdir is not a tune flag; a search lives in --directory.")
-    base = _base_config_or_exit()
+    base = train_launcher.checked_config_or_exit()
     from tfwd import tuning
 
     try:

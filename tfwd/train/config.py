@@ -15,6 +15,8 @@ LOOPS = ("fit", "custom")
 TRAIN_SPLITS = ("train", "train_full")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
+# Fields that do not change a run's numbers: ignored when a rerun is compared with a saved run.
+COSMETIC_FIELDS = ("verbose", "data_dir")
 
 
 @dataclasses.dataclass
@@ -29,6 +31,7 @@ class TrainConfig:
     augment: bool = False
     train_split: str = "train"  # "train_full" = train + validation, for final retraining
     evaluate_test: bool = True  # the tuner switches it off: the search never reads test
+    test_every_epoch: bool = True  # False: the test set is evaluated once, after the last epoch
     data_dir: str | None = None
     # How to optimize.
     optimizer: str = "sgd"

@@ -22,6 +22,7 @@ from tfwd.curvature.step import forward_backward, install_train_step
 from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
+from tfwd.train.files import write_json_atomically
 from tfwd.train.strategy import is_chief, make_strategy
 
 RESULTS_FILE = "results.json"
@@ -82,14 +83,6 @@ class _CustomLoop:
             count += float(batch_count)
             progress.update(index + 1, [("loss", loss_sum / (index + 1)), ("accuracy", correct / count)])
         return {"loss": loss_sum / max(steps, 1), "accuracy": correct / max(count, 1.0)}
-
-
-def _write_json(path, payload) -> None:
-    # Write-then-rename, so an interrupted run never leaves a truncated results file.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _noise_consumer(config, model, steps_per_epoch):
@@ -200,7 +193,10 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
                 schedule(optimizer.iterations - 1))),
             "wall_time_seconds": train_seconds,
         }
+        last_epoch = epoch == config.epochs - 1
         for split in ("validation", "test"):
+            if split == "test" and not (config.test_every_epoch or last_epoch):
+                continue
             if split in pipelines:
                 loss, accuracy = evaluate(model, pipelines[split].epoch(0))
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
@@ -213,7 +209,7 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
         manager.save(checkpoint_number=epoch + 1)
         results["diagnostics"] = {cb.diagnostic_name: cb.history for cb in _diagnostics(extra_callbacks)}
         if chief:
-            _write_json(results_path, results)
+            write_json_atomically(results_path, results, indent=2, sort_keys=True)
         if config.verbose:
             shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
             print(f"epoch {epoch + 1}: {shown}")
@@ -221,6 +217,6 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     results["status"] = "finished"
     results["final"] = dict(results["epochs"][-1]) if results["epochs"] else {}
     if chief:
-        _write_json(results_path, results)
+        write_json_atomically(results_path, results, indent=2, sort_keys=True)
         model.save(os.path.join(workdir, "model.keras"))
     return results
