@@ -12,7 +12,6 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-import tfwd.optimizers
 from tfwd.launch import train as launcher
 from tfwd.train import TrainConfig, train
 
@@ -108,6 +107,7 @@ def _mnist_like(seed):
 
 def test_kfac_keras_file_reload_continues_training_exactly(tmp_path):
     import tfwd.models
+    import tfwd.optimizers
 
     x, y = _mnist_like(0)
     model = tfwd.models.build("mlp", input_shape=(28, 28, 1), num_classes=10, batch_norm=False,

@@ -13,7 +13,6 @@ precondition.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import keras
@@ -145,8 +144,3 @@ class LayerCapture:
         for layer in self.layers:
             object.__delattr__(layer, "call")
         return False
-
-
-@contextlib.contextmanager
-def no_capture():
-    yield None

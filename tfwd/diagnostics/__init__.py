@@ -62,12 +62,12 @@ from tfwd.diagnostics.temperature import fit_temperature
 __all__ = [
     "DIAGNOSTICS", "DiagnosticCallback", "FisherNorms", "JacobianNorm", "NormalizedLayer",
     "WeightNormTransfer", "batch_normalized_layers", "build_callbacks",
-    "calibrated_hessian_eigenvalue", "effective_damping", "effective_damping_report",
+    "calibrated_hessian_eigenvalue", "diagnostic_callbacks", "effective_damping", "effective_damping_report",
     "effective_learning_rates", "empirical_fisher_norms", "empirical_fisher_norms_estimate",
     "empirical_fisher_norms_exact", "fit_temperature", "fold_batch_norm", "gauss_newton_norm",
     "generalization_gap", "gradient_variance", "hessian_vector_product", "input_jacobians",
     "jacobian_norm", "jacobian_squared_norms", "kfac_gauss_newton_norms",
     "largest_hessian_eigenvalue", "load_norm_history", "normalized_curvature_norms",
     "parameter_output_jvp", "projected_jacobian_squared_norms", "rescale_normalized_layer",
-    "select_layers", "weight_norms",
+    "select_layers", "train_with_diagnostics", "weight_norms",
 ]
