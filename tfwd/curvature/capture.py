@@ -29,6 +29,9 @@ class Record:
 
     inputs: tf.Tensor  # a: the layer input
     preactivations: tf.Tensor  # s: the linear output before the activation
+    # ∂ℓ_b/∂s_b per example (no 1/B) of the training loss, when the step could read it off its
+    # own backward pass (tfwd.curvature.step); None otherwise.
+    example_gradients: tf.Tensor | None = None
 
 
 def _check_supported(layer) -> None:

@@ -35,6 +35,14 @@ def _curvature_layers(consumers):
     return layers
 
 
+def _is_mean_cross_entropy(loss) -> bool:
+    """The compiled loss is 1/B Σ_b CE(y_b, z_b) on logits, so ∂ℓ_b/∂s = B·∂L/∂s."""
+    return (isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+            and loss.get_config().get("from_logits")
+            and loss.get_config().get("ignore_class") is None
+            and loss.reduction == "sum_over_batch_size")
+
+
 def forward_backward(model, optimizer, consumers, x, y, sample_weight=None):
     """Forward pass with capture, loss, gradients, consumers. Returns (y_pred, loss, grads).
 
@@ -49,7 +57,21 @@ def forward_backward(model, optimizer, consumers, x, y, sample_weight=None):
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
         )
         scaled_loss = optimizer.scale_loss(loss)
-    gradients = tape.gradient(scaled_loss, model.trainable_weights)
+    if layers and sample_weight is None and _is_mean_cross_entropy(model.loss):
+        # The same backward pass gives the per-example pre-activation gradients the consumers
+        # would otherwise back-propagate again: ∂ℓ_b/∂s = ∂(c·L/R)/∂s · B·R/c, with the local
+        # batch B, R replicas (Keras divides the loss by R) and loss scale c.
+        preactivations = [capture.records[layer.name].preactivations for layer in layers]
+        all_gradients = tape.gradient(scaled_loss, model.trainable_weights + preactivations)
+        gradients = all_gradients[: len(model.trainable_weights)]
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        scale = (tf.cast(tf.shape(y_pred)[0] * replicas, y_pred.dtype)
+                 / tf.cast(optimizer.scale_loss(1.0), y_pred.dtype))
+        for layer, g in zip(layers, all_gradients[len(model.trainable_weights):]):
+            capture.records[layer.name].example_gradients = g * scale
+    else:
+        gradients = tape.gradient(scaled_loss, model.trainable_weights)
     for consumer in consumers:
         gradients = consumer.observe(tape, capture.records, y_pred, y, gradients)
     del tape

@@ -80,8 +80,16 @@ class NoiseBatch:
         return tf.stop_gradient(vector)
 
     def preactivation_gradients(self, layers) -> list[tf.Tensor]:
-        """[g = ∂ℓ_b/∂s_b] per layer, shaped like the layer's pre-activations."""
-        preactivations = [self.records[layer.name].preactivations for layer in layers]
+        """[g = ∂ℓ_b/∂s_b] per layer, shaped like the layer's pre-activations.
+
+        Read off the training step's own backward pass when it recorded them (compiled mean
+        sparse cross-entropy on logits, no sample weights); otherwise one more backward pass
+        of u = ∂ℓ_b/∂z_b from the logits.
+        """
+        records = [self.records[layer.name] for layer in layers]
+        if all(record.example_gradients is not None for record in records):
+            return [record.example_gradients for record in records]
+        preactivations = [record.preactivations for record in records]
         return self.tape.gradient(self.logits, preactivations, output_gradients=self.output_gradients())
 
     def sign_weighted_gradients(self, key: tf.Tensor) -> list:
