@@ -26,6 +26,9 @@ def two_replicas():
 
     Several MirroredStrategy objects in one process share collective group and instance
     keys: a second strategy's all-reduce can be matched with a first one's earlier op of
-    another shape ("Shape mismatch in the collective instance 100"). Tests therefore share one.
+    another shape ("Shape mismatch in the collective instance 100"). Tests therefore share the
+    one ``tfwd.train.make_strategy`` keeps for the process, as train() runs do.
     """
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    from tfwd.train import make_strategy
+
+    return make_strategy("mirrored", 2)

@@ -118,3 +118,12 @@ def test_two_worker_processes_match_one_replica(tmp_path):
     single = np.concatenate([w.ravel() for w in run_steps(tf.distribute.get_strategy(), "kfac", "fit")])
     for output in outputs:
         np.testing.assert_allclose(np.load(output), single, atol=1e-5 * np.abs(single).max())
+
+
+def test_runs_in_one_process_share_one_mirrored_strategy(two_replicas):
+    # A second MirroredStrategy in the process would collide with the first's collective keys
+    # (the second trial of a search failed so); train() therefore asks make_strategy.
+    from tfwd.train import make_strategy
+
+    assert make_strategy("mirrored", 2) is two_replicas
+    assert make_strategy("mirrored", 2).num_replicas_in_sync == 2

@@ -25,7 +25,22 @@ def configure_cpu_devices(count: int) -> None:
     )
 
 
+# One strategy object per process and device set: several MirroredStrategy objects in one
+# process reuse collective group/instance keys, so a later strategy's all-reduce can be
+# matched with an earlier one's op of another shape ("Shape mismatch in the collective
+# instance 100") — e.g. the second trial of a search, or a second train() call.
+_STRATEGIES: dict = {}
+
+
 def make_strategy(name: str, num_replicas: int = 1) -> tf.distribute.Strategy:
+    """The strategy ``name`` over ``num_replicas`` devices, shared by all runs in this process."""
+    key = (name, num_replicas)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _new_strategy(name, num_replicas)
+    return _STRATEGIES[key]
+
+
+def _new_strategy(name: str, num_replicas: int) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
