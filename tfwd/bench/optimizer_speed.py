@@ -1,0 +1,260 @@
+"""Part 1: steady-state step time of SGD, Adam, KFAC-G and KFAC-F, and K-FAC's floor.
+
+K-FAC step time. Statistics (every ``cov_every`` steps) and inverse (every ``inv_every``)
+steps are rare but expensive, so K-FAC's steady-state step time is the mean over whole
+periods, computed from per-step times with the rare steps included at their exact share:
+
+    t_K-FAC = Σ_kind f_kind · t_kind,     kind ∈ {ordinary, statistics, inverse},
+
+f_kind the share of each kind of step in a period (``steps.period_fractions``; 0.90, 0.09,
+0.01 for the authors' 10 and 100) and t_kind the median step time of that kind. Medians,
+like SGD's and Adam's (median of consecutive steps), so that a stall caused by another job on
+the machine weighs on neither side of a ratio. With ``kfac_whole_periods`` the steps are
+whole periods of consecutive steps as in training, and their plain mean (stalls included)
+is reported as well (``period_mean_seconds``); otherwise each kind is run in place
+(``steps.KfacSteps``).
+
+Floor. What K-FAC cannot avoid on top of an SGD step, each part timed in isolation
+(compiled ``tf.function`` s on tensors of the real shapes, warm-up excluded, medians):
+
+    floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every
+
+* t_precondition: ``tfwd.curvature.inverse.precondition`` (A⁻¹ ∇W̃ G⁻¹) for every layer.
+* t_statistics: ``tfwd.curvature.statistics.kronecker_factors`` in training mode minus the
+  same captured forward pass alone — the extra backward pass and the A, G products.
+* t_inverse: ``tfwd.curvature.inverse.damped_inverses`` of every layer's (A, G) in one
+  compiled call, on real statistics of the benchmark batch.
+
+Everything entering one model and batch size's ratios (the four optimizers' steps, t_precondition,
+t_statistics) is timed in interleaved rounds (``tfwd.bench.timing``), so all see the same
+machine load. t_inverse depends on the layer shapes only and takes minutes for VGG11: it is
+timed once per model, on its own, after the first batch size.
+``ratio_to_floor`` = t_K-FAC / floor; ``ordinary_ratio`` = t_ordinary / (t_SGD + t_precondition)
+isolates the per-step overhead of the ordinary steps. Each also in CPU seconds (``*_cpu``,
+``tfwd.bench.timing``), which other jobs on the machine disturb much less.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfwd.bench import steps
+from tfwd.bench.config import BenchConfig
+from tfwd.bench.timing import Sample, Series, interleave, measure, medians, progress, trace
+from tfwd.curvature.blocks import KroneckerBlock
+from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.inverse import damped_inverses, precondition
+from tfwd.curvature.statistics import kronecker_factors
+
+STEP_TIME_DEFINITION = (
+    "SGD/Adam: median of consecutive train_on_batch steps (first, tracing step discarded). "
+    "K-FAC: mean step time over whole periods with the rare steps included at their exact "
+    "share, sum_kind f_kind * t_kind over kinds {ordinary, statistics (every cov_every steps), "
+    "inverse (every inv_every steps)}, f_kind = period_fractions, t_kind = median step time of "
+    "that kind, timed over whole periods of consecutive steps ('periods', whose plain mean is "
+    "period_mean_seconds) or with each kind run in place by setting the step counter "
+    "('in place'). Wall seconds; *_cpu_seconds are the process's CPU seconds."
+)
+FLOOR_DEFINITION = (
+    "floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every; t_SGD the "
+    "SGD step above; the others compiled tf.functions timed in isolation (medians, warm-up "
+    "excluded): precondition (A^-1 grad G^-1) of all layers; kronecker_factors in training mode "
+    "minus the same captured forward pass; damped_inverses of all layers in one call."
+)
+
+
+def _blocks(model) -> list[KroneckerBlock]:
+    layers, _ = split_layers(model)
+    return [KroneckerBlock.for_layer(layer) for layer in layers]
+
+
+# ------------------------------------------------------------------ floor components
+def precondition_series(model, per_round: int) -> Series:
+    """A⁻¹ · ∇W̃ · G⁻¹ for every layer; random matrices of the real shapes as arguments
+    (never captured constants, which graph optimisation could fold away)."""
+    blocks = _blocks(model)
+    gradients = [tf.random.normal([b.input_dim, b.output_dim]) for b in blocks]
+    input_inverses = [tf.random.normal([b.input_dim, b.input_dim]) for b in blocks]
+    output_inverses = [tf.random.normal([b.output_dim, b.output_dim]) for b in blocks]
+    function = tf.function(lambda gs, As, Gs: [precondition(g, A, G) for g, A, G in zip(gs, As, Gs)])
+    trace(function, gradients, input_inverses, output_inverses)
+    return Series(lambda: function(gradients, input_inverses, output_inverses), per_round)
+
+
+def forward_series(model, x, per_round: int) -> Series:
+    """The captured forward pass in training mode (what statistics add to)."""
+    layers, _ = split_layers(model)
+
+    @tf.function
+    def forward(x):
+        with LayerCapture(layers):
+            return model(x, training=True)
+
+    trace(forward, x)
+    return Series(lambda: forward(x), per_round)
+
+
+def statistics_function(model, curvature: str, config: BenchConfig):
+    """Compiled (x, y) -> {layer: (A, G)}: forward pass + statistics, training mode."""
+    @tf.function
+    def forward_and_statistics(x, y):
+        return kronecker_factors(model, x, y, curvature, seed=config.seed,
+                                 gauss_newton_samples=config.gauss_newton_samples, training=True)
+
+    return forward_and_statistics
+
+
+def inverse_cost(factors: dict, config: BenchConfig, repeats: int) -> dict:
+    """t_inverse: ``damped_inverses`` of every layer's (A, G) in one compiled call, as the
+    inverse step runs them."""
+    pairs = list(factors.values())
+    function = tf.function(lambda pairs: [damped_inverses(A, G, config.damping) for A, G in pairs])
+    trace(function, pairs)
+    series = measure(lambda: function(pairs), repeats)
+    progress(f"  inverses of {len(pairs)} layers: {series.median:.3f} s")
+    return {"wall": series.median, "cpu": series.cpu_median, **series.to_json(),
+            "factor_dims": [[int(A.shape[0]), int(G.shape[0])] for A, G in pairs]}
+
+
+# ------------------------------------------------------------------ entries
+def kfac_entry(run: steps.KfacSteps, config: BenchConfig, inverse_extra: Sample | None) -> dict:
+    """Step times of one K-FAC run; ``inverse_extra`` stands in for an untimed inverse step."""
+    fractions = steps.period_fractions(config.cov_every, config.inv_every)
+    kinds = {kind: medians(run.by_kind[kind]) for kind in steps.STEP_KINDS}
+    inverse_how = "measured"
+    if kinds["inverse"] is None:
+        kinds["inverse"] = Sample(kinds["statistics"].wall + inverse_extra.wall,
+                                  kinds["statistics"].cpu + inverse_extra.cpu)
+        inverse_how = "composed: this configuration's statistics step + inverse_extra_seconds"
+    step = Sample(sum(fractions[k] * kinds[k].wall for k in steps.STEP_KINDS),
+                  sum(fractions[k] * kinds[k].cpu for k in steps.STEP_KINDS))
+    counts = {kind: len(run.by_kind[kind]) for kind in steps.STEP_KINDS}
+    entry = {
+        "step_seconds": step.wall,
+        "step_cpu_seconds": step.cpu,
+        "step_time_method": (
+            f"{'periods' if run.whole_periods else 'in place'}: sum of period_fractions x "
+            "per-kind median of " + ", ".join(f"{n} {k}" for k, n in counts.items()) + " steps"
+            + (f" ({counts['inverse']} whole periods of consecutive steps)"
+               if run.whole_periods else " (each run with the step counter set before it)")),
+        "ordinary_step_median_seconds": kinds["ordinary"].wall,
+        "statistics_step_median_seconds": kinds["statistics"].wall,
+        "inverse_step_seconds": kinds["inverse"].wall,
+        "ordinary_step_median_cpu_seconds": kinds["ordinary"].cpu,
+        "statistics_step_median_cpu_seconds": kinds["statistics"].cpu,
+        "inverse_step_cpu_seconds": kinds["inverse"].cpu,
+        "inverse_step": inverse_how,
+        "step_counts": counts,
+        "period_fractions": fractions,
+        "load_average": run.load_average,
+        "cpu_share": run.cpu_share,
+    }
+    if run.whole_periods:  # the plain mean over the whole periods, stalls included
+        entry["period_mean_seconds"] = sum(s.wall for s in run.samples) / len(run.samples)
+    return entry
+
+
+def floor_entry(entry: dict, ordinary: Sample, sgd: Series, precondition: Series,
+                with_statistics: Series, forward: Series, inverse: dict,
+                config: BenchConfig) -> dict:
+    """The floor of one K-FAC entry, in wall and in CPU seconds, and the ratios to it."""
+    def floor_of(clock):
+        statistics_cost = max(getattr(medians(with_statistics.samples), clock)
+                              - getattr(medians(forward.samples), clock), 0.0)
+        parts = {
+            "sgd_step": getattr(medians(sgd.samples), clock),
+            "precondition": getattr(medians(precondition.samples), clock),
+            "statistics": statistics_cost,
+            "inverse": inverse[clock],
+        }
+        total = (parts["sgd_step"] + parts["precondition"] + statistics_cost / config.cov_every
+                 + parts["inverse"] / config.inv_every)
+        return total, parts
+
+    floor, parts = floor_of("wall")
+    floor_cpu, parts_cpu = floor_of("cpu")
+    result = {
+        "floor_seconds": floor,
+        "ratio_to_floor": entry["step_seconds"] / floor,
+        "floor_cpu_seconds": floor_cpu,
+        "ratio_to_floor_cpu": entry["step_cpu_seconds"] / floor_cpu,
+        "ordinary_ratio": ordinary.wall / (parts["sgd_step"] + parts["precondition"]),
+        "ordinary_ratio_cpu": ordinary.cpu / (parts_cpu["sgd_step"] + parts_cpu["precondition"]),
+        "floor_components": {
+            **{f"{name}_seconds": value for name, value in parts.items()},
+            "statistics_per_step_seconds": parts["statistics"] / config.cov_every,
+            "inverse_per_step_seconds": parts["inverse"] / config.inv_every,
+            **{f"{name}_cpu_seconds": value for name, value in parts_cpu.items()},
+            "precondition": precondition.to_json(),
+            "forward_and_statistics": with_statistics.to_json(),
+            "forward_only": forward.to_json(),
+            "inverse": {k: v for k, v in inverse.items() if k not in ("wall", "cpu")},
+        },
+    }
+    if "period_mean_seconds" in entry:
+        result["period_mean_ratio_to_floor"] = entry["period_mean_seconds"] / floor
+    return result
+
+
+# ------------------------------------------------------------------ the benchmark
+def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
+    """All requested optimizers at all batch sizes on one model; K-FAC with its floor."""
+    plan = config.plan(model_name)
+    kfac_names = [o for o in config.optimizers if o.startswith("kfac")]
+    timed = list(config.optimizers)
+    if kfac_names and "sgd" not in timed:
+        timed.insert(0, "sgd")  # the floor needs the SGD step
+    probe = steps.build_model(plan, config.seed)  # the isolated components run on it
+    inverse, inverse_extra = None, None
+    entries = []
+    for batch_size in config.batch_sizes:
+        progress(f"{model_name} batch {batch_size}: {', '.join(timed)}")
+        x, y = steps.random_batch(plan, batch_size, config.seed)
+        runs = {}
+        for name in timed:
+            model = steps.compiled_model(name, config, plan)
+            runs[name] = (steps.KfacSteps(model, x, y, config, whole_periods=plan.kfac_whole_periods,
+                                          ordinary_per_round=plan.steps_per_round,
+                                          statistics_per_round=plan.kfac_statistics_per_round)
+                          if name in kfac_names else
+                          steps.step_series(model, x, y, plan.steps_per_round))
+        components, statistics = {}, {}
+        if kfac_names:
+            components["precondition"] = precondition_series(probe, plan.component_per_round)
+            components["forward"] = forward_series(probe, x, plan.component_per_round)
+            for name in kfac_names:
+                function = statistics_function(probe, steps.CURVATURE[name], config)
+                trace(function, x, y)
+                statistics[name] = function
+                components[name] = Series(lambda f=function: f(x, y), plan.component_per_round)
+        interleave([*runs.values(), *components.values()], plan.rounds)
+        for name in kfac_names:
+            if not plan.kfac_whole_periods and inverse_extra is None:
+                progress(f"  {name}: one inverse step in place")
+                runs[name].time_inverse_step()
+                inverse_step = runs[name].by_kind["inverse"][0]
+                statistics_step = medians(runs[name].by_kind["statistics"])
+                inverse_extra = Sample(inverse_step.wall - statistics_step.wall,
+                                       inverse_step.cpu - statistics_step.cpu)
+        if kfac_names and inverse is None:
+            progress("  damped inverses in isolation (once per model)")
+            inverse = inverse_cost(statistics[kfac_names[0]](x, y), config, plan.inverse_repeats)
+        for name in (o for o in timed if o in config.optimizers):
+            run = runs[name]
+            if name in kfac_names:
+                entry = kfac_entry(run, config, inverse_extra)
+                entry["inverse_extra_seconds"] = None if inverse_extra is None else inverse_extra.wall
+                entry["inverse_extra_cpu_seconds"] = None if inverse_extra is None else inverse_extra.cpu
+                entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]), runs["sgd"],
+                                         components["precondition"], components[name],
+                                         components["forward"], inverse, config))
+            else:
+                entry = {"step_seconds": run.median, "step_cpu_seconds": run.cpu_median,
+                         "step_time_method": "median of consecutive steps",
+                         "steps": len(run.samples), "load_average": run.load_average,
+                         "cpu_share": run.cpu_share}
+            entries.append({"model": model_name, "batch_size": batch_size, "optimizer": name, **entry})
+            progress(f"  {name}: {entry['step_seconds']:.4f} s"
+                     + (f", ratio_to_floor {entry['ratio_to_floor']:.2f}" if "ratio_to_floor" in entry else ""))
+        del runs, components, statistics
+    return entries
+
