@@ -20,7 +20,8 @@ from tfwd.experiments import registry, spec
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("name", None, "'all' or comma-separated entries: " + ", ".join(registry.names()))
+flags.DEFINE_string("name", None,
+                    "'all' or comma-separated entries: " + ", ".join(registry.names()))
 flags.DEFINE_enum("scale", "smoke", spec.SCALES, "paper: the papers' settings; smoke: real "
                   "MNIST in minutes; tiny: seconds (tests).")
 flags.DEFINE_string("workdir", None, "Directory for runs/, the artifacts and index.md.")
@@ -73,7 +74,8 @@ def main(argv):
     records = run_experiments(FLAGS.name, scale, FLAGS.workdir, data_dir=FLAGS.data_dir,
                               verbose=FLAGS.verbose, log=lambda line: print(line, flush=True))
     incomplete = [name for name, record in records.items() if not record["complete"]]
-    print(f"index: {FLAGS.workdir}/index.md" + (f"; incomplete: {incomplete}" if incomplete else ""))
+    print(f"index: {FLAGS.workdir}/index.md"
+          + (f"; incomplete: {incomplete}" if incomplete else ""))
 
 
 if __name__ == "__main__":

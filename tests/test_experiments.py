@@ -1,0 +1,409 @@
+"""The reproduction layer: every entry runs at the tiny scale (real MNIST, seconds per run)
+and writes its artifact; the paper-scale configurations are the papers' (REFERENCE.md).
+
+The expectations below are written from REFERENCE.md §3-4 and the papers' text, not from
+``tfwd.experiments.settings``, so that a drifting setting fails here.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+
+from tfwd.data import locations, offline_mnist
+from tfwd.experiments import (EXPERIMENTS, Scale, config_hash, get, names, plan_runs,
+                              run_experiments)
+from tfwd.experiments import published
+from tfwd.train import TrainConfig
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PAPER = Scale("paper")
+SMOKE = Scale("smoke")
+TINY = Scale("tiny")
+
+
+def _mnist_available() -> bool:
+    data_dir = locations.default_data_dir()
+    return (offline_mnist.is_prepared(data_dir)
+            or tfds.builder("mnist", data_dir=data_dir).data_path.exists())
+
+
+# ----------------------------------------------------------------------- tiny end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory):
+    if not _mnist_available():
+        pytest.skip("MNIST is not prepared: run `python -m tfwd.data.prepare mnist`.")
+    workdir = str(tmp_path_factory.mktemp("experiments"))
+    lines = []
+    records = run_experiments("all", TINY, workdir, log=lines.append)
+    return workdir, records, lines
+
+
+def _record(workdir: str, name: str) -> dict:
+    with open(os.path.join(workdir, name, "artifact.json")) as f:
+        return json.load(f)
+
+
+def _sidecar(workdir: str, name: str, artifact_path: str) -> dict:
+    stem = os.path.splitext(os.path.join(workdir, name, artifact_path))[0]
+    with open(stem + ".json") as f:
+        return json.load(f)
+
+
+def test_every_entry_writes_its_artifact_at_tiny_scale(tiny_workdir):
+    workdir, records, _ = tiny_workdir
+    assert sorted(records) == sorted(names())
+    for name, record in records.items():
+        assert record["complete"], f"{name}: a run failed"
+        path = os.path.join(workdir, name, record["artifact"]["path"])
+        assert os.path.getsize(path) > 0
+        if path.endswith(".png"):
+            with open(path, "rb") as f:
+                assert f.read(8) == PNG_MAGIC, name
+            assert "Scale: tiny" in _sidecar(workdir, name, record["artifact"]["path"])["scale"]
+        else:
+            with open(path) as f:
+                assert "**Scale: tiny" in f.read(), name
+
+
+def test_plots_hold_one_series_per_run(tiny_workdir):
+    workdir, records, _ = tiny_workdir
+    per_run = ("p000_fig1", "p000_fig2", "p000_fig4", "p000_fig5", "p000_fig6", "p000_fig7",
+               "p000_fig8_9")
+    for name in per_run:
+        labels = {run.label for run in get(name).runs(TINY)}
+        series = _sidecar(workdir, name, records[name]["artifact"]["path"])["series"]
+        assert set(series) == labels, name
+    fig3 = _sidecar(workdir, "p000_fig3", records["p000_fig3"]["artifact"]["path"])["series"]
+    assert set(fig3) == {"sgd/none", "sgd/wd"}
+    assert all(series["y"] and all(v > 0 for v in series["y"]) for series in fig3.values())
+    noise = _sidecar(workdir, "p002_fig3", records["p002_fig3"]["artifact"]["path"])["series"]
+    regimes_abc = ("sb", "lb", "full_f", "diag_f_plain", "kfac_plain")
+    assert set(noise) == ({"a/full", "a/diagonal"} | {f"b/{r}" for r in regimes_abc}
+                          | {f"c/{r}" for r in regimes_abc}
+                          | {f"d/{r}" for r in ("sb", "lb_gbn", "diag_f")})
+    # Figure 3a: the full Fisher is at least as large as its diagonal (Frobenius norms).
+    assert noise["a/full"]["y"][-1] >= noise["a/diagonal"]["y"][-1]
+
+
+def test_curves_follow_the_results_json(tiny_workdir):
+    workdir, records, _ = tiny_workdir
+    series = _sidecar(workdir, "p000_fig2", records["p000_fig2"]["artifact"]["path"])["series"]
+    record = _record(workdir, "p000_fig2")
+    for entry in record["runs"]:
+        with open(os.path.join(workdir, "runs", entry["key"], "results.json")) as f:
+            results = json.load(f)
+        accuracies = [100 * e["test_accuracy"] for e in results["epochs"]]
+        assert series[entry["label"]]["y"] == pytest.approx(accuracies)
+
+
+def test_tables_show_published_numbers_beside_measured(tiny_workdir):
+    workdir, records, _ = tiny_workdir
+
+    def text(name):
+        with open(os.path.join(workdir, name, records[name]["artifact"]["path"])) as f:
+            return f.read()
+
+    assert "93.39" in text("p000_table1")            # SGD with decay, VGG16 BN + aug
+    assert "51.44" in text("p000_table2")            # KFAC-G with decay, VGG16
+    assert "88.50" in text("p000_table3")            # SGD without decay, batch 2000
+    assert "98.10" in text("p002_table1")            # MNIST MLP, small batch
+    assert "93.18" in text("p002_table2")            # BatchChange, CIFAR-10 VGG16
+    assert "Tr(CᵀAC)" in text("p002_fig1_2")
+
+
+def test_runs_are_shared_between_entries(tiny_workdir):
+    workdir, _, lines = tiny_workdir
+    keys = [entry["key"] for name in names() for entry in _record(workdir, name)["runs"]]
+    trained = sum(" training " in line for line in lines)
+    assert trained == len(set(keys)) < len(keys)
+
+
+def test_index_links_every_entry_and_a_rerun_skips_them(tiny_workdir):
+    workdir, records, _ = tiny_workdir
+    with open(os.path.join(workdir, "index.md")) as f:
+        index = f.read()
+    for name, record in records.items():
+        assert f"[{name}]({name}/{record['artifact']['path']})" in index
+    lines = []
+    run_experiments("all", TINY, workdir, log=lines.append)
+    assert not any(" training " in line for line in lines)
+    assert sum("complete, skipped" in line for line in lines) == len(names())
+
+
+# ----------------------------------------------------------------------- run identity
+
+
+def test_config_hash_ignores_cosmetic_fields_and_sees_the_rest():
+    config = TrainConfig(epochs=1)
+    assert config_hash(config) == config_hash(TrainConfig(epochs=1, verbose=0, data_dir="/x"))
+    assert config_hash(config) != config_hash(TrainConfig(epochs=1, seed=1))
+    assert config_hash(config) != config_hash(config, search={"learning_rate": (0.1,)})
+
+
+def test_scale_overrides_are_for_small_scales_only():
+    with pytest.raises(ValueError, match="paper"):
+        Scale("paper", epochs=3)
+    with pytest.raises(ValueError, match="scale"):
+        Scale("huge")
+    runs = get("p002_table1").runs(Scale("smoke", epochs=8, seeds=3))
+    assert {run.seeds for run in runs} == {(0, 1, 2)}
+    lb = next(run.config for run in runs if run.label == "mnist/mlp/diag_f")
+    # In proportion to the paper's 200 epochs: noise for 50, ×0.1 every 60, 5 warm-up epochs
+    # (at least one: 13 steps at M_L = 4096).
+    assert (lb.epochs, lb.noise_until_epoch, lb.lr_decay_every_epochs) == (8, 2, 2)
+    assert lb.warmup_epochs == 1.0
+
+
+def test_weight_norm_transfer_points_at_its_reference_run(tmp_path):
+    planned = {p.run.label: p for p in plan_runs(get("p000_fig4").runs(SMOKE), str(tmp_path))}
+    reference = planned["wd-all (reference)"]
+    for label in ("wn-conv", "wd-fc + wn-conv"):
+        assert planned[label].config.weight_norm_reference == reference.results_path
+    order = list(planned)
+    assert order.index("wd-all (reference)") < order.index("wn-conv")
+
+
+# ----------------------------------------------------------------------- smoke scale
+
+
+def test_smoke_scale_is_mnist_with_full_grids_and_fits_the_budget(tmp_path):
+    keys = set()
+    for name in names():
+        runs = EXPERIMENTS[name].runs(SMOKE)
+        for run in runs:
+            assert run.config.dataset == "mnist" and run.search is None, (name, run.label)
+            assert run.config.epochs == 2
+        keys |= {p.key for p in plan_runs(runs, str(tmp_path))}
+    assert len(get("p000_table1").runs(SMOKE)) == 2 * 4 * 2   # BN/no BN × optimizers × decay
+    assert len(get("p000_table3").runs(SMOKE)) == 3 * 3 * 2   # optimizers × batches × decay
+    assert {r.config.batch_size for r in get("p000_table3").runs(SMOKE)} == {128, 640, 2000}
+    assert {r.config.model for r in get("p002_table1").runs(SMOKE)} == {"mlp", "lenet"}
+    # ~15 s per run on two busy cores: 60 minutes hold at most ~200 runs; we plan far fewer.
+    assert len(keys) <= 80
+
+
+# ----------------------------------------------------------------------- paper scale: 000
+
+# REFERENCE §3, "Best hyper-parameters in the authors' configurations (batch 128)":
+# (dataset, model, optimizer, BN, aug) -> (lr, decay type, γ, KL clip).
+AUTHORS = {
+    ("cifar10", "vgg16", "sgd", True, True): (0.1, "l2", 1e-3, None),
+    ("cifar10", "vgg16", "adam", False, False): (3e-4, "decoupled", 0.3, None),
+    ("cifar10", "vgg16", "kfac_g", True, False): (0.03, "decoupled", 3e-2, None),
+    ("cifar10", "vgg16", "kfac_f", False, False): (1e-3, "decoupled", 1.0, 1e-5),
+    ("cifar10", "resnet32", "sgd", True, True): (0.01, "l2", 3e-3, None),
+    ("cifar10", "resnet32", "kfac_g", False, False): (0.03, "decoupled", 3e-2, 1e-4),
+    ("cifar10", "resnet32", "kfac_f", True, True): (3e-4, "decoupled", 1.0, None),
+    ("cifar100", "resnet32", "kfac_g", True, True): (0.05, "decoupled", 1e-2, None),
+}
+TABLE1_ROWS = {  # paper 000 table 1: (dataset, model, BN, augmentation)
+    ("cifar10", "vgg16", False, False), ("cifar10", "vgg16", True, False),
+    ("cifar10", "vgg16", True, True), ("cifar10", "resnet32", False, False),
+    ("cifar10", "resnet32", True, False), ("cifar10", "resnet32", True, True),
+    ("cifar100", "vgg16", True, True), ("cifar100", "resnet32", True, True)}
+
+
+def _decays(run) -> bool:
+    return run.config.weight_decay > 0 or (run.search or {}).get("weight_decay") is not None
+
+
+def _check_000_common(run):
+    config = run.config
+    kfac = config.optimizer.startswith("kfac")
+    assert config.bn_affine is False
+    assert config.train_split == "train_full" and config.evaluate_test  # retrain, then test
+    assert config.lr_decay_factor == pytest.approx(0.1)
+    if kfac:
+        assert (config.epochs, config.lr_decay_every_epochs) in ((100, 40), (100, 0))
+        assert (config.damping, config.momentum, config.cov_decay, config.cov_every,
+                config.inv_every) == (1e-3, 0.9, 0.95, 10, 100)
+        assert config.kfac_init_batches == 50_000 // config.batch_size  # one pass
+        expected_clip = None if config.batch_norm else (
+            1e-4 if config.optimizer == "kfac_g" else 1e-5)
+        assert config.kl_clip == expected_clip
+    else:
+        every = 80 if config.batch_size == 2000 else 60
+        assert (config.epochs, config.lr_decay_every_epochs) in ((200, every), (200, 0))
+    if config.model == "resnet32":
+        assert config.model_kwargs == {"width_factor": 4}
+
+
+def test_paper_000_table1_matches_reference():
+    runs = get("p000_table1").runs(PAPER)
+    assert len(runs) == 8 * 4 * 2
+    seen = set()
+    for run in runs:
+        config = run.config
+        _check_000_common(run)
+        key = (config.dataset, config.model, config.batch_norm, config.augment)
+        seen.add(key)
+        assert config.batch_size == 128 and config.lr_scaling == "none"
+        decays = _decays(run)
+        if decays:
+            assert config.decay_type == ("l2" if config.optimizer == "sgd" else "decoupled")
+        authors = AUTHORS.get((*key[:2], config.optimizer, *key[2:]))
+        if decays and authors is not None:
+            lr, decay_type, gamma, clip = authors
+            assert run.search is None
+            assert (config.learning_rate, config.decay_type, config.weight_decay,
+                    config.kl_clip) == (lr, decay_type, gamma, clip)
+        else:
+            assert run.search and "learning_rate" in run.search
+            assert ("weight_decay" in run.search) == decays
+            if authors is not None:
+                assert authors[0] in run.search["learning_rate"]
+    assert seen == TABLE1_ROWS
+
+
+def test_paper_000_figures_use_the_papers_settings():
+    fig2 = get("p000_fig2").runs(PAPER)
+    assert {(r.config.optimizer, r.config.decay_group if _decays(r) else "none") for r in fig2} \
+        == {(o, g) for o in ("sgd", "adam") for g in ("none", "top", "rest", "all")}
+    fig6 = get("p000_fig6").runs(PAPER)
+    assert {r.config.optimizer for r in fig6} == {"kfac_g", "kfac_f"}
+    assert {r.config.decay_group for r in fig6 if _decays(r)} == {"top", "rest", "all"}
+    for run in fig2 + fig6 + get("p000_fig3").runs(PAPER):
+        _check_000_common(run)
+        assert run.config.batch_norm and run.config.augment
+    assert all("effective_lr" in r.config.diagnostics for r in get("p000_fig3").runs(PAPER))
+    assert all("effective_damping" in r.config.diagnostics for r in get("p000_fig7").runs(PAPER))
+    fig4 = {run.label: run for run in get("p000_fig4").runs(PAPER)}
+    for label in ("wn-conv", "wd-fc + wn-conv"):
+        assert fig4[label].reference == "wd-all (reference)"
+        assert fig4[label].config.weight_norm_layers == "conv"
+        assert fig4[label].config.learning_rate == 0.1  # the decayed run's rate (SGD VGG16)
+    assert fig4["wd-fc + wn-conv"].config.decay_group == "top"
+    assert "weight_norms" in fig4["wd-all (reference)"].config.diagnostics
+    fig5 = get("p000_fig5").runs(PAPER)
+    assert {(r.config.dataset, r.config.model, r.config.model_kwargs.get("depth")) for r in fig5} \
+        == ({("mnist", "mlp", d) for d in (1, 2, 3, 4)}
+            | {("cifar10", m, None) for m in ("vgg11", "vgg13", "vgg16", "vgg19")})
+    assert all(not r.config.batch_norm and "jacobian_norm" in r.config.diagnostics for r in fig5)
+    table2 = get("p000_table2").runs(PAPER)
+    assert {(r.config.model, r.config.optimizer) for r in table2} == {
+        (m, o) for m in ("vgg16", "resnet32") for o in ("sgd", "kfac_g")}
+    assert all(not r.config.batch_norm for r in table2)
+
+
+def test_paper_000_large_batches_and_timing_runs():
+    table3 = get("p000_table3").runs(PAPER)
+    assert len(table3) == 3 * 3 * 3 * 2  # settings × optimizers × batches × decay
+    for run in table3:
+        config = run.config
+        _check_000_common(run)
+        assert config.batch_norm and config.augment
+        assert config.batch_size in (128, 640, 2000)
+        if config.batch_size != 128:  # Hoffer et al.'s square-root range adjustment
+            assert (config.lr_scaling, config.base_batch_size) == ("sqrt", 128)
+            assert run.search is not None
+    sgd_2000 = [r for r in table3 if r.config.optimizer == "sgd" and r.config.batch_size == 2000]
+    assert {r.config.lr_decay_every_epochs for r in sgd_2000} == {80}
+    fig8 = get("p000_fig8_9").runs(PAPER)
+    for run in fig8:
+        kfac = run.config.optimizer.startswith("kfac")
+        assert run.config.batch_size == (640 if kfac else 128)
+        assert (run.config.lr_decay_every_epochs == 0) == kfac  # constant LR for K-FAC
+        assert run.config.diagnostics == []  # wall-clock time without measurements
+
+
+# ----------------------------------------------------------------------- paper scale: 002
+
+NOISE = {"sb": "none", "lb_gbn": "none", "trace": "trace", "diag_f": "diag_fisher",
+         "kfac": "kfac", "multiplicative": "multiplicative", "batch_change": "none"}
+
+
+def _regime(label: str) -> str:
+    return next(p for p in reversed(label.split("/")) if p in NOISE or p in (
+        "lb", "full_f", "diag_f_plain", "kfac_plain"))
+
+
+def _check_002(run, scaling="linear"):
+    config = run.config
+    regime = _regime(run.label)
+    assert config.epochs == 200 and config.batch_norm and not config.bn_affine
+    assert config.noise == NOISE[regime]
+    assert config.small_batch_size == 128 and config.noise_until_epoch == 50
+    assert run.seeds == (0, 1, 2)  # confidence intervals over 3 seeds
+    assert config.augment == config.dataset.startswith("cifar")
+    if regime == "sb":
+        assert config.batch_size == 128 and config.ghost_batch_size is None
+    else:
+        assert config.batch_size == 4096 and config.ghost_batch_size == 128
+        assert (config.lr_scaling, config.base_batch_size, config.warmup_epochs) == (
+            scaling, 128, 5.0)
+    assert config.small_batch_epochs == (50 if regime == "batch_change" else 0)
+
+
+def test_paper_002_tables_match_reference():
+    table1 = get("p002_table1").runs(PAPER)
+    rows = {(r.config.dataset, r.config.model, r.config.model_kwargs.get("width_factor"))
+            for r in table1}
+    assert rows == {("mnist", "mlp", None), ("mnist", "lenet", None),
+                    ("fashion_mnist", "lenet", None), ("cifar10", "alexnet", None),
+                    ("cifar100", "alexnet", None), ("cifar10", "vgg16", None),
+                    ("cifar100", "vgg16", None), ("cifar10", "resnet44", 1),
+                    ("cifar100", "resnet44", 2)}
+    assert {_regime(r.label) for r in table1} == {"sb", "lb_gbn", "trace", "diag_f"}
+    for run in table1 + get("p002_table2").runs(PAPER):
+        _check_002(run)
+    assert {_regime(r.label) for r in get("p002_table2").runs(PAPER)} == {
+        "sb", "batch_change", "multiplicative", "kfac", "diag_f"}
+    for run in get("p002_table3").runs(PAPER):
+        _check_002(run, scaling="sqrt")
+
+
+def test_paper_002_figure3_uses_one_learning_rate_and_records_its_diagnostics():
+    runs = get("p002_fig3").runs(PAPER)
+    abc = [r for r in runs if r.label.startswith("abc/")]
+    assert {(r.config.noise, r.config.batch_size) for r in abc} == {
+        ("none", 128), ("none", 4096), ("full_fisher", 4096), ("diag_fisher", 4096),
+        ("kfac", 4096)}
+    for run in abc:
+        assert (run.config.dataset, run.config.model) == ("cifar10", "resnet44")
+        assert run.config.lr_scaling == "none" and run.config.warmup_epochs == 0
+        assert run.config.ghost_batch_size is None
+        assert "gradient_variance" in run.config.diagnostics
+    assert any("fisher_norms" in r.config.diagnostics for r in abc)
+    eigen = [r for r in runs if not r.label.startswith("abc/")]
+    assert all("hessian_eigenvalue" in r.config.diagnostics for r in eigen)
+    assert {(r.config.dataset, r.config.model) for r in eigen} == {
+        ("cifar10", "resnet44"), ("cifar100", "resnet44"), ("cifar10", "vgg16"),
+        ("cifar100", "vgg16")}
+
+
+def test_published_numbers_are_reference_md():
+    assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["sgd"] == (91.71, 93.39)
+    assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["adam"] == (92.89, 93.62)
+    assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["kfac_f"] == (93.12, 93.90)
+    assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["kfac_g"] == (93.19, 93.80)
+    assert published.TABLE1_000[("cifar10", "vgg16", False, False)]["sgd"] == (83.20, 84.87)
+    assert published.TABLE1_000[("cifar10", "vgg16", False, False)]["kfac_g"] == (83.85, 89.81)
+    assert published.TABLE2_000 == {"vgg16": {"sgd": (564, 142), "kfac_g": (498, 51.44)},
+                                    "resnet32": {"sgd": (2765, 1074),
+                                                 "kfac_g": (2115, 64.16)}}
+    expected_002 = {
+        ("mnist", "mlp"): (98.10, 97.94, 98.08, 98.08),
+        ("mnist", "lenet"): (99.10, 98.85, 99.02, 99.10),
+        ("fashion_mnist", "lenet"): (91.10, 88.89, 90.29, 90.77),
+        ("cifar10", "vgg16"): (93.25, 91.78, 92.81, 93.15),
+        ("cifar10", "resnet44"): (93.42, 91.92, 92.31, 92.72),
+        ("cifar100", "resnet44x2"): (75.55, 73.11, 73.62, 74.10),
+    }
+    for row, values in expected_002.items():
+        measured = tuple(published.TABLE1_002[row][r][0]
+                         for r in ("sb", "lb_gbn", "trace", "diag_f"))
+        assert measured == values, row
+
+
+def test_every_entry_cites_its_paper_and_result():
+    assert len(names()) == 16
+    for experiment in EXPERIMENTS.values():
+        assert experiment.paper in ("000", "002")
+        assert experiment.result and experiment.description
+        for scale in (PAPER, SMOKE, TINY):
+            assert all(isinstance(run.config, TrainConfig) for run in experiment.runs(scale))

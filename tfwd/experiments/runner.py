@@ -1,0 +1,279 @@
+"""Run registry entries: train each run once, write each entry's artifact, then index.md.
+
+Layout of ``workdir``::
+
+    runs/<hash>/           one tfwd.train workdir per (configuration, seed); entries that need
+                           the same configuration share it (``spec.config_hash``)
+    runs/<hash>/search/    paper scale, runs without published hyper-parameters: the grid
+                           search and the retraining (``tfwd.tuning.run_search``)
+    <entry>/               the entry's table or plot, and artifact.json (what was run, how long)
+    index.md               one link per entry
+
+Every run resumes where it stopped (``tfwd.train``); a finished run is read, not retrained; an
+entry whose artifact exists and whose runs are all finished is skipped. A run that fails is
+reported and leaves its entry incomplete, so the next invocation retries it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+import traceback
+from typing import Callable, Sequence
+
+from tfwd.experiments import registry
+from tfwd.experiments.reporting import ReportContext
+from tfwd.experiments.spec import Experiment, Run, Scale, config_hash, seeded
+from tfwd.train import TrainConfig
+
+RUNS_DIR = "runs"
+INDEX_FILE = "index.md"
+RECORD_FILE = "artifact.json"
+RESULTS_FILE = "results.json"  # tfwd.train's
+SEARCH_DIR = "search"
+RETRAIN_DIR = "retrain"  # tfwd.tuning's retraining directory inside a search
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    """One (run, seed) with its final configuration and its directory under runs/."""
+
+    run: Run
+    seed: int
+    config: TrainConfig
+    key: str
+    directory: str
+
+    @property
+    def results_path(self) -> str:
+        if self.run.search:
+            return os.path.join(self.directory, SEARCH_DIR, RETRAIN_DIR, RESULTS_FILE)
+        return os.path.join(self.directory, RESULTS_FILE)
+
+
+def plan_runs(runs: Sequence[Run], workdir: str, *, data_dir: str | None = None,
+              verbose: int = 0) -> list[PlannedRun]:
+    """Every (run, seed) in training order: a weight-norm reference before its users."""
+    by_label = {}
+    for run in runs:
+        if run.label in by_label:
+            raise ValueError(f"Two runs are labelled {run.label!r}; labels must be unique.")
+        by_label[run.label] = run
+    planned: dict[tuple[str, int], PlannedRun] = {}
+
+    def plan(run: Run, seed: int) -> PlannedRun:
+        if (run.label, seed) in planned:
+            return planned[(run.label, seed)]
+        config = dataclasses.replace(seeded(run.config, seed), data_dir=data_dir,
+                                     verbose=verbose)
+        reference_key = None
+        if run.reference is not None:
+            if run.reference not in by_label:
+                raise ValueError(f"Run {run.label!r} references unknown run {run.reference!r}.")
+            reference = by_label[run.reference]
+            if seed not in reference.seeds:
+                raise ValueError(f"Run {run.label!r} needs seed {seed} of {run.reference!r}.")
+            source = plan(reference, seed)
+            reference_key = source.key
+            config = dataclasses.replace(config, weight_norm_reference=source.results_path)
+        key = config_hash(config, run.search, reference_key)
+        planned[(run.label, seed)] = PlannedRun(run, seed, config, key,
+                                                os.path.join(workdir, RUNS_DIR, key))
+        return planned[(run.label, seed)]
+
+    for run in runs:
+        for seed in run.seeds:
+            plan(run, seed)
+    return list(planned.values())
+
+
+def finished_results(planned: PlannedRun) -> dict | None:
+    """The results of a finished run, or None."""
+    if not os.path.exists(planned.results_path):
+        return None
+    with open(planned.results_path) as f:
+        results = json.load(f)
+    if (results.get("status") != "finished"
+            or len(results.get("epochs", [])) < planned.config.epochs):
+        return None
+    return results
+
+
+def train_planned(planned: PlannedRun) -> dict:
+    """Train (or continue) one run; paper-scale runs with a grid search and retrain first."""
+    import keras
+
+    keras.backend.clear_session()
+    if planned.run.search:
+        from tfwd.tuning import run_search  # the paper scale only
+
+        run_search(planned.config, os.path.join(planned.directory, SEARCH_DIR),
+                   grid=dict(planned.run.search))
+        results = finished_results(planned)
+        if results is None:
+            raise RuntimeError(f"the search in {planned.directory} retrained no model.")
+        return results
+    from tfwd.diagnostics import train_with_diagnostics
+
+    return train_with_diagnostics(planned.config, planned.directory)
+
+
+def _read_record(entry_dir: str) -> dict | None:
+    path = os.path.join(entry_dir, RECORD_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _training_seconds(results: dict | None) -> float:
+    return sum(e.get("wall_time_seconds", 0.0) for e in (results or {}).get("epochs", []))
+
+
+def _outcome(results: dict | None) -> str:
+    if not results:
+        return "failed"
+    final = results.get("final") or results["epochs"][-1]
+    key = "test_accuracy" if "test_accuracy" in final else "validation_accuracy"
+    return f"{key} {final.get(key, float('nan')):.4f}"
+
+
+def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
+                   data_dir: str | None = None, verbose: int = 0,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train the entry's runs that are not finished, write its artifact; returns its record."""
+    start = time.time()
+    runs = list(experiment.runs(scale))
+    planned = plan_runs(runs, workdir, data_dir=data_dir, verbose=verbose)
+    entry_dir = os.path.join(workdir, experiment.name)
+    signature = {"scale": scale.describe(), "runs": [p.key for p in planned]}
+    record = _read_record(entry_dir)
+    if (record and record.get("complete") and record.get("signature") == signature
+            and os.path.exists(os.path.join(entry_dir, record["artifact"]["path"]))
+            and all(finished_results(p) is not None for p in planned)):
+        log(f"{experiment.name}: complete, skipped ({record['artifact']['path']}).")
+        return record
+    log(f"{experiment.name} ({experiment.citation}): {len(planned)} run(s) at scale "
+        f"{scale.describe()}.")
+    by_run: dict[tuple[str, int], dict | None] = {}
+    trained_here = 0.0
+    for index, item in enumerate(planned, 1):
+        name = f"  [{index}/{len(planned)}] {item.run.label} seed {item.seed} ({item.key})"
+        results = finished_results(item)
+        if results is not None:
+            log(f"{name}: finished earlier, {_outcome(results)}.")
+        else:
+            log(f"{name}: training {item.config.epochs} epoch(s) in {item.directory} ...")
+            run_start = time.time()
+            try:
+                results = train_planned(item)
+            except Exception as error:  # one failed run must not stop the other entries
+                log(f"{name}: FAILED: {error!r}\n{traceback.format_exc(limit=3)}")
+                results = None
+            trained_here += time.time() - run_start
+            log(f"{name}: {_outcome(results)} after {time.time() - run_start:.1f} s.")
+        by_run[(item.run.label, item.seed)] = results
+    results = {run.label: [by_run[(run.label, seed)] for seed in run.seeds] for run in runs}
+    context = ReportContext(experiment, scale, runs, results, entry_dir)
+    artifact = experiment.report(context)
+    complete = all(value is not None for value in by_run.values())
+    record = {
+        "name": experiment.name,
+        "citation": experiment.citation,
+        "description": experiment.description,
+        "signature": signature,
+        "complete": complete,
+        "artifact": dataclasses.asdict(artifact),
+        "seconds_this_invocation": time.time() - start,
+        "seconds_training_this_invocation": trained_here,
+        "training_seconds_of_runs": sum(_training_seconds(r) for r in by_run.values()),
+        "runs": [{"label": p.run.label, "seed": p.seed, "key": p.key} for p in planned],
+    }
+    os.makedirs(entry_dir, exist_ok=True)
+    with open(os.path.join(entry_dir, RECORD_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    log(f"{experiment.name}: wrote {os.path.join(entry_dir, artifact.path)} "
+        f"({'complete' if complete else 'INCOMPLETE'}, {record['seconds_this_invocation']:.0f} s).")
+    return record
+
+
+@contextlib.contextmanager
+def _decoded_splits_once():
+    """Within the block, ``tfwd.data.sources.load_split`` decodes each TFDS split once.
+
+    Runs of one invocation ask for the same MNIST/CIFAR splits at many batch sizes and seeds,
+    and every ``tfwd.data.input_pipeline`` call decodes its split again (~5 s for MNIST on a
+    busy CPU). The decoded arrays are a pure function of (data directory, dataset, split), so
+    sharing them changes no number. (Belongs in ``tfwd.data``; see the package report.)
+    """
+    from tfwd.data import sources
+
+    load_split = sources.load_split
+    decoded = {}
+
+    def shared_load_split(builder, info, split):
+        key = (str(builder.data_dir), info.name, split)
+        if key not in decoded:
+            decoded[key] = load_split(builder, info, split)
+        return decoded[key]
+
+    sources.load_split = shared_load_split
+    try:
+        yield
+    finally:
+        sources.load_split = load_split
+
+
+@contextlib.contextmanager
+def _shared_input_pipelines():
+    """Decode each split once, and build each pipeline once (``tfwd.tuning.shared_data``)."""
+    with _decoded_splits_once():
+        try:
+            from tfwd.tuning.shared_data import reuse_input_pipelines
+        except ImportError:
+            yield
+            return
+        with reuse_input_pipelines():
+            yield
+
+
+def run_experiments(selection: str, scale: Scale, workdir: str, *, data_dir: str | None = None,
+                    verbose: int = 0, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run ``selection`` ("all" or comma-separated names) and rewrite index.md."""
+    experiments = registry.select(selection)
+    for experiment in experiments:  # fail on a bad configuration before any training
+        plan_runs(experiment.runs(scale), workdir)
+    os.makedirs(workdir, exist_ok=True)
+    records = {}
+    with _shared_input_pipelines():
+        for number, experiment in enumerate(experiments, 1):
+            log(f"[{number}/{len(experiments)}] {experiment.name}")
+            records[experiment.name] = run_experiment(experiment, scale, workdir,
+                                                      data_dir=data_dir, verbose=verbose, log=log)
+    write_index(workdir)
+    return records
+
+
+def write_index(workdir: str) -> str:
+    """index.md: one line per registry entry, linking its artifact when it has been made."""
+    lines = ["# Reproduction index", "",
+             "One entry per table/figure of the two seed papers (registry: "
+             "`tfwd.experiments.registry`). Each artifact states its scale and the published "
+             "numbers beside the measured ones.", ""]
+    for name, experiment in registry.EXPERIMENTS.items():
+        record = _read_record(os.path.join(workdir, name))
+        if record is None:
+            lines.append(f"- {name} — {experiment.citation}: not run.")
+            continue
+        status = "complete" if record["complete"] else "INCOMPLETE (some runs failed)"
+        lines.append(
+            f"- [{name}]({name}/{record['artifact']['path']}) — {record['citation']}, scale "
+            f"{record['signature']['scale']}, {len(record['runs'])} run(s), {status}; "
+            f"training time of its runs {record['training_seconds_of_runs']:.0f} s. "
+            f"Measured: {record['artifact']['summary']}")
+    path = os.path.join(workdir, INDEX_FILE)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
