@@ -1,6 +1,6 @@
 """Run the speed benchmark: absl flags → BenchConfig → tfwd.bench.run.
 
-    python -m tfwd.bench                         # full run (~20 min on a 2-core CPU), tables
+    python -m tfwd.bench                         # full run (~18 min on the shared 2-core CPU), tables
     python -m tfwd.bench --json                  # last line: the results as one JSON object
     python -m tfwd.bench --models=mlp --batch_sizes=128 --optimizers=sgd,kfac_g --nonoise
     python -m tfwd.bench --json --quick          # tiny shapes, seconds (the test)
