@@ -36,7 +36,8 @@ def _mnist_available() -> bool:
 @pytest.fixture(scope="module")
 def tiny_workdir(tmp_path_factory):
     if not _mnist_available():
-        pytest.skip("MNIST is not prepared: run `python -m tfwd.data.prepare mnist`.")
+        # README's test command prepares it; a missing dataset must fail, not skip silently.
+        pytest.fail("MNIST is not prepared: run `python -m tfwd.data.prepare mnist`.")
     workdir = str(tmp_path_factory.mktemp("experiments"))
     lines = []
     records = run_experiments("all", TINY, workdir, log=lines.append)
