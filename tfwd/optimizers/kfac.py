@@ -183,10 +183,8 @@ class KFAC(keras.optimizers.Optimizer):
         self.input_factors, self.output_factors = [], []
         self.input_inverses, self.output_inverses = [], []
         for name, (kernel, bias) in zip(self.layer_names, self._covered):
-            rows = 1
-            for size in kernel.shape[:-1]:
-                rows *= size
-            input_dim, output_dim = rows + int(bias is not None), kernel.shape[-1]
+            layout = self._layout(name, kernel, bias)
+            input_dim, output_dim = layout.input_dim, layout.output_dim
             for store, shape, init, label in (
                 (self.input_factors, input_dim, "zeros", "A"),
                 (self.output_factors, output_dim, "zeros", "G"),
@@ -386,12 +384,11 @@ class KFAC(keras.optimizers.Optimizer):
         index = {self._var_key(v): i for i, v in enumerate(variables)}
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
         directions = list(gradients)
-        for (kernel, bias), A_inv, G_inv in zip(self._covered, self.input_inverses,
-                                                self.output_inverses):
+        for name, (kernel, bias), A_inv, G_inv in zip(self.layer_names, self._covered,
+                                                      self.input_inverses, self.output_inverses):
             k = index[self._var_key(kernel)]
             b = index[self._var_key(bias)] if bias is not None else None
-            block = KroneckerBlock(name=kernel.path, kernel_shape=tuple(kernel.shape),
-                                   has_bias=bias is not None)
+            block = self._layout(name, kernel, bias)
             matrix = block.to_matrix(gradients[k], gradients[b] if b is not None else None)
             kernel_dir, bias_dir = block.from_matrix(precondition(matrix, A_inv, G_inv))
             directions[k] = kernel_dir
@@ -408,6 +405,11 @@ class KFAC(keras.optimizers.Optimizer):
         velocity = self.velocities[self._get_variable_index(variable)]
         self.assign(velocity, self.momentum * velocity + direction)
         self.assign_sub(variable, learning_rate * velocity)
+
+    @staticmethod
+    def _layout(name, kernel, bias) -> KroneckerBlock:
+        """The block's matrix layout from its variables alone (enough for sizes and to/from_matrix)."""
+        return KroneckerBlock(name=name, kernel_shape=tuple(kernel.shape), has_bias=bias is not None)
 
     def _use_weight_decay(self, variable):
         return self.decay.applies_to(variable)
