@@ -12,11 +12,16 @@ than full-Fisher noise (section 3.2: the bound depends on Tr(CᵀAC), ‖A‖²_
 * Exact (small models): all per-example gradients at once (``tape.jacobian``, vectorized),
   then the B×B Gram matrix. Memory B·d.
 * Estimate (large models): ‖diag F‖ stays exact (per-example gradients accumulated in chunks,
-  memory chunk·d); ‖F‖²_F = 1/B² Σ_j c_j with c_j = ‖Γ_{:,j}‖² is estimated from m columns j
-  drawn without replacement. Column j is Γ_{:,j} = (g_iᵀ g_j)_i, a forward-mode product of the
-  per-example losses with tangent g_j, so no per-example gradient matrix is needed. The
-  estimate (1/B)·mean_j c_j is unbiased, with standard error
-  (1/B)·sqrt((1 − m/B)·s²_c/m) (finite-population correction; 0 when m = B).
+  memory chunk·d); ‖F‖²_F = 1/B² Σ_j c_j with c_j = ‖Γ_{:,j}‖² is estimated from m columns.
+  Column j is Γ_{:,j} = (g_iᵀ g_j)_i, a forward-mode product of the per-example losses with
+  tangent g_j, so no per-example gradient matrix is needed. On a trained network a few
+  misclassified examples carry most of the gradient, so c_j is heavy-tailed and uniformly drawn
+  columns usually miss the ones that matter (measured: 16 of 256 columns gave 0.6 to 36 for an
+  exact 35). Columns are therefore drawn with replacement with probability p_j = ‖g_j‖²/Σ_k ‖g_k‖²
+  (the squared norms come free from the diagonal pass); T = 1/m Σ_k c_{j_k}/p_{j_k} is unbiased
+  for Σ_j c_j and its standard error is sd(c/p)/√m. Since ‖g_j‖⁴ ≤ c_j ≤ ‖g_j‖² Σ_k ‖g_k‖²
+  (Cauchy-Schwarz), c_j/p_j stays within a factor B of its mean whatever the tail.
+  With m ≥ B every column is computed once: exact, standard error 0.
 """
 from __future__ import annotations
 
@@ -114,37 +119,47 @@ def gram_column(model: keras.Model, x, y, tangent) -> tf.Tensor:
 def empirical_fisher_norms_estimate(
     model: keras.Model, x, y, num_columns: int, seed: int = 0, chunk_size: int = 8
 ) -> FisherNorms:
-    """Unbiased ‖F‖²_F from ``num_columns`` Gram columns (with standard error), exact ‖diag F‖².
+    """‖F‖²_F from ``num_columns`` norm-weighted Gram columns (with standard error), exact ‖diag F‖².
 
     COST: B/chunk_size vectorized per-example-gradient passes (memory chunk_size·d) for the
-    diagonal, plus per column one single-example backward pass and one forward-mode pass over
-    the batch (memory d + activations).
+    diagonal and the column weights, plus per distinct column one single-example backward pass
+    and one forward-mode pass over the batch (memory d + activations).
     """
     require_labels(y, "fisher_norms")
     count = batch_size(x)
-    if not 2 <= num_columns <= count:
-        raise ValueError(f"num_columns must be in [2, batch size {count}], got {num_columns}.")
-    squares = None
+    if num_columns < 2:
+        raise ValueError(f"num_columns must be at least 2, got {num_columns}.")
+    squares, example_norms = None, []
     for start in range(0, count, chunk_size):
         chunk = tf.cast(
             per_example_gradients(model, x[start:start + chunk_size], y[start:start + chunk_size]),
             tf.float64,
         )
-        chunk_squares = tf.reduce_sum(tf.square(chunk), axis=0)
-        squares = chunk_squares if squares is None else squares + chunk_squares
+        chunk_squares = tf.square(chunk)
+        example_norms.append(tf.reduce_sum(chunk_squares, axis=1))
+        squares = tf.reduce_sum(chunk_squares, axis=0) + (0.0 if squares is None else squares)
     diagonal_squared = tf.reduce_sum(tf.square(squares / count))
+    example_norms = tf.concat(example_norms, axis=0)
+    total_norm = tf.reduce_sum(example_norms)
+    if to_float(total_norm) == 0.0:  # every g_i = 0, so F = 0
+        return FisherNorms(0.0, 0.0, 0.0)
 
-    columns = tf.random.experimental.stateless_shuffle(
-        tf.range(count), seed=tf.constant([seed, 0], tf.int64)
-    )[:num_columns]
-    column_norms = []
-    for index in columns.numpy():
-        column = gram_column(model, x, y, _single_example_gradient(model, x, y, int(index)))
-        column_norms.append(tf.reduce_sum(tf.square(tf.cast(column, tf.float64))))
-    column_norms = tf.stack(column_norms)
-    full_squared = tf.reduce_mean(column_norms) / count
-    sample_variance = tf.math.reduce_variance(column_norms) * num_columns / (num_columns - 1)
-    error = tf.sqrt((1.0 - num_columns / count) * sample_variance / num_columns) / count
+    def column_norm(index: int) -> tf.Tensor:
+        column = gram_column(model, x, y, _single_example_gradient(model, x, y, index))
+        return tf.reduce_sum(tf.square(tf.cast(column, tf.float64)))
+
+    if num_columns >= count:
+        full_squared = tf.add_n([column_norm(j) for j in range(count)]) / count**2
+        return FisherNorms(to_float(full_squared), to_float(diagonal_squared), 0.0)
+    probabilities = example_norms / total_norm
+    draws = tf.random.stateless_categorical(
+        tf.math.log(probabilities)[tf.newaxis], num_columns, seed=tf.constant([seed, 0], tf.int64)
+    )[0].numpy()
+    norms = {j: column_norm(int(j)) for j in sorted(set(draws.tolist()))}
+    ratios = tf.stack([norms[j] / probabilities[j] for j in draws])
+    full_squared = tf.reduce_mean(ratios) / count**2
+    error = tf.math.reduce_std(ratios) * (num_columns / (num_columns - 1)) ** 0.5
+    error = error / num_columns**0.5 / count**2
     return FisherNorms(to_float(full_squared), to_float(diagonal_squared), to_float(error))
 
 

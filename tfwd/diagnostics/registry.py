@@ -183,7 +183,7 @@ def build_callbacks(
       json_dir: if given, each history is also written to ``<json_dir>/<name>.json``.
       jacobian_projections: None = exact (``batch_jacobian``), an int S ≥ 2 = random
         projections, "auto" = exact when B·D·K ≤ 2**24 floats, else 16 projections.
-      fisher_columns: None = exact (Gram of all per-example gradients), an int m = m sampled
+      fisher_columns: None = exact (Gram of all per-example gradients), an int m = m norm-weighted
         Gram columns, "auto" = exact when B·|θ| ≤ 2**24 floats, else 16 columns.
       gradient_variance_batch_size: mini-batch size M (default B // 8 of the sample).
       gradient_variance_batches: number of mini-batches K.
