@@ -248,9 +248,7 @@ def test_gradient_variance_matches_sampling_formula():
 
 # --- Hessian eigenvalue, BN folding, temperature (paper 002 §4.2) -----------------------------
 
-@pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_largest_hessian_eigenvalue_matches_eigvalsh(temperature):
-    model, x, y = mlp((4, 4), activation="tanh"), images(12, (4,)), labels(12)
+def dense_hessian(model, x, y, temperature):
     variables = model.trainable_variables
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
@@ -258,11 +256,34 @@ def test_largest_hessian_eigenvalue_matches_eigvalsh(temperature):
         gradient = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, variables)], 0)
     hessian = np.concatenate(
         [h.numpy().reshape(gradient.shape[0], -1) for h in outer.jacobian(gradient, variables)], 1)
-    eigenvalues = np.linalg.eigvalsh(0.5 * (hessian + hessian.T))
-    dominant = eigenvalues[np.argmax(np.abs(eigenvalues))]
-    estimate = diagnostics.largest_hessian_eigenvalue(
+    return np.linalg.eigvalsh(0.5 * (hessian + hessian.T))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_largest_hessian_eigenvalue_matches_eigvalsh(temperature):
+    model, x, y = mlp((4, 4), activation="tanh"), images(12, (4,)), labels(12)
+    eigenvalues = dense_hessian(model, x, y, temperature)
+    report = diagnostics.hessian_eigenvalue_report(
         model, x, y, temperature=temperature, num_iterations=300, tolerance=1e-7)
-    assert estimate == pytest.approx(dominant, rel=1e-3)
+    assert report["eigenvalue"] == pytest.approx(eigenvalues.max(), rel=1e-3)
+    assert report["relative_change"] <= 1e-7
+
+
+def test_largest_hessian_eigenvalue_is_the_maximum_when_a_negative_one_dominates():
+    # z = V x + [−(wᵀx)², 0] at w = 0 with every label 1: the w-block of H is −2·E[p₀ x xᵀ]
+    # (negative, dominant), the V-block the positive Gauss-Newton term (smaller). Plain power
+    # iteration would return the negative eigenvalue instead of λ_max.
+    inputs = keras.Input((3,))
+    linear = keras.layers.Dense(2, kernel_initializer=_glorot(4), name="linear")(inputs)
+    h = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="w")(inputs)
+    square = keras.layers.Lambda(lambda t: keras.ops.concatenate([-t * t, 0 * t], -1))(h)
+    model = keras.Model(inputs, keras.layers.Add()([linear, square]))
+    x, y = images(10, (3,)), tf.ones([10], tf.int32)
+    eigenvalues = dense_hessian(model, x, y, 1.0)
+    assert -eigenvalues.min() > 1.2 * eigenvalues.max() > 0  # the case this test is about
+    estimate = diagnostics.largest_hessian_eigenvalue(
+        model, x, y, num_iterations=2000, tolerance=1e-9)
+    assert estimate == pytest.approx(eigenvalues.max(), rel=1e-3)
 
 
 @pytest.mark.parametrize("ghost", [False, True])
@@ -287,6 +308,27 @@ def test_fit_temperature_zeroes_the_nll_derivative():
 
 
 # --- Mechanisms I and III: weight norms of batch-normalized layers ----------------------------
+
+def test_fit_temperature_refuses_when_no_temperature_minimizes_the_nll():
+    logits = np.array([[4.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
+    with pytest.raises(diagnostics.UndefinedDiagnostic, match="0 of 2 .* misclassified"):
+        diagnostics.fit_temperature(logits, [0, 1])  # all right: NLL → 0 as T → 0
+    with pytest.raises(diagnostics.UndefinedDiagnostic, match="below the mean class"):
+        diagnostics.fit_temperature(logits, [2, 0])  # worse than uniform: T* = ∞
+
+
+def test_undefined_diagnostic_is_recorded_without_stopping_training(tmp_path):
+    def measure(model):
+        raise diagnostics.UndefinedDiagnostic("no temperature")
+
+    callback = diagnostics.DiagnosticCallback("hessian_eigenvalue", measure,
+                                              log_dir=str(tmp_path))
+    x, y = images(8, (4,)), labels(8)
+    with pytest.warns(UserWarning, match="no temperature"):
+        compiled(mlp((4, 5))).fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.history == {1: {"undefined": "no temperature"},
+                                2: {"undefined": "no temperature"}}
+
 
 def test_rescaling_a_normalized_layer_keeps_predictions():
     model, x = bn_network(), images(6, (5, 5, 2))
@@ -386,3 +428,26 @@ def test_weight_norm_transfer_reproduces_the_reference_norms(tmp_path):
             recorder.history[epoch]["dense_1"], rel=1e-5)
     with pytest.raises(ValueError, match="not followed by batch norm"):
         diagnostics.WeightNormTransfer(recorder.history, layers=["top"]).set_model(bn_network())
+
+
+def test_train_config_sets_the_diagnostic_period_and_fits_the_temperature_on_the_test_set(
+        tmp_path):
+    import tfwd.data
+    from tfwd.train import TrainConfig
+
+    config = TrainConfig(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 32},
+                         learning_rate=0.1, epochs=3, batch_size=512, seed=0, verbose=0,
+                         diagnostics=["weight_norms", "hessian_eigenvalue"],
+                         diagnostics_every_epochs=2, diagnostics_sample_size=64)
+    recorded = json.loads(json.dumps(
+        diagnostics.train_with_diagnostics(config, str(tmp_path))["diagnostics"]))
+    assert all(sorted(history) == ["2", "3"] for history in recorded.values())
+    # Independently: the final model's logits on all 10,000 test examples.
+    model = keras.models.load_model(str(tmp_path / "model.keras"))
+    test = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0, training=False)
+    logits, labels_ = zip(*[(model(x, training=False).numpy(), y.numpy())
+                            for x, y in test.epoch(0)])
+    expected = diagnostics.fit_temperature(np.concatenate(logits), np.concatenate(labels_))
+    final = recorded["hessian_eigenvalue"]["3"]
+    assert final["temperature"] == pytest.approx(expected, rel=1e-4)
+    assert final["eigenvalue"] > 0

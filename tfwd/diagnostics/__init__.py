@@ -16,6 +16,7 @@ Modules: ``effective_lr`` and ``norm_transfer`` (paper 000 §4.1, figs. 3-4), ``
 layers; ``registry`` holds the names and ``build_callbacks``.
 """
 from tfwd.diagnostics.callback import DiagnosticCallback
+from tfwd.diagnostics.common import UndefinedDiagnostic
 from tfwd.diagnostics.effective_damping import (
     effective_damping,
     effective_damping_report,
@@ -38,6 +39,7 @@ from tfwd.diagnostics.generalization import generalization_gap
 from tfwd.diagnostics.gradient_variance import gradient_variance
 from tfwd.diagnostics.hessian import (
     calibrated_hessian_eigenvalue,
+    hessian_eigenvalue_report,
     hessian_vector_product,
     largest_hessian_eigenvalue,
 )
@@ -60,12 +62,13 @@ from tfwd.diagnostics.run import diagnostic_callbacks, train_with_diagnostics
 from tfwd.diagnostics.temperature import fit_temperature
 
 __all__ = [
-    "DIAGNOSTICS", "DiagnosticCallback", "FisherNorms", "JacobianNorm", "NormalizedLayer",
+    "DIAGNOSTICS", "DiagnosticCallback", "FisherNorms", "UndefinedDiagnostic", "JacobianNorm", "NormalizedLayer",
     "WeightNormTransfer", "batch_normalized_layers", "build_callbacks",
     "calibrated_hessian_eigenvalue", "diagnostic_callbacks", "effective_damping", "effective_damping_report",
     "effective_learning_rates", "empirical_fisher_norms", "empirical_fisher_norms_estimate",
     "empirical_fisher_norms_exact", "fit_temperature", "fold_batch_norm", "gauss_newton_norm",
-    "generalization_gap", "gradient_variance", "hessian_vector_product", "input_jacobians",
+    "generalization_gap", "gradient_variance", "hessian_eigenvalue_report",
+    "hessian_vector_product", "input_jacobians",
     "jacobian_norm", "jacobian_squared_norms", "kfac_gauss_newton_norms",
     "largest_hessian_eigenvalue", "load_norm_history", "normalized_curvature_norms",
     "parameter_output_jvp", "projected_jacobian_squared_norms", "rescale_normalized_layer",

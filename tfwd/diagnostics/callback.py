@@ -7,6 +7,10 @@ scalar ``<name>/<key>/...`` under ``<log_dir>/diagnostics`` (step = epoch).
 **Epoch keys** are the number of completed epochs (Keras' 0-based ``epoch`` + 1), the
 ``epoch`` field of the train loop's results.json and its TensorBoard step.
 
+A measure that raises ``UndefinedDiagnostic`` (the quantity does not exist for the model at
+that epoch, e.g. no temperature calibrates a model that gets every held-out example right)
+does not stop training: the epoch's entry becomes {"undefined": reason}, with a warning.
+
 Works with ``model.fit(..., callbacks=[...])`` and with a custom loop that calls
 ``on_epoch_end`` through a ``keras.callbacks.CallbackList`` (``on_train_begin`` is never
 needed: the model is checked in ``set_model``, before any training).
@@ -15,14 +19,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
+from tfwd.diagnostics.common import UndefinedDiagnostic
+
 
 def scalars(value: Any, prefix: str) -> dict[str, float]:
-    """{"prefix/key/...": number} for a number or a nested dict of numbers."""
+    """{"prefix/key/...": number} for a number or a nested dict of numbers (text skipped)."""
+    if isinstance(value, str):
+        return {}
     if isinstance(value, dict):
         flat = {}
         for key, item in value.items():
@@ -81,7 +90,11 @@ class DiagnosticCallback(keras.callbacks.Callback):
         completed = epoch + 1
         if not self.should_measure(completed):
             return
-        value = self.measure(self.model)
+        try:
+            value = self.measure(self.model)
+        except UndefinedDiagnostic as error:
+            warnings.warn(f"{self.diagnostic_name} after epoch {completed}: {error}", stacklevel=2)
+            value = {"undefined": str(error)}
         self.history[completed] = value
         self._write_summaries(completed, value)
         if self.json_path is not None:

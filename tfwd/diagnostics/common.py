@@ -18,6 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 
+class UndefinedDiagnostic(ValueError):
+    """The quantity does not exist for this model and data (the message says why and what to
+    change); ``DiagnosticCallback`` records the reason for that epoch instead of a number."""
+
+
 def as_batch(batch) -> tuple[tf.Tensor, tf.Tensor | None]:
     """(x, y) as tensors from a tuple ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``.
 

@@ -19,9 +19,10 @@ name                         value per epoch
 ``effective_damping``        {BN layer: {"weight_norm", "effective_damping": λ‖w‖²,
                              "fisher_norm": ‖F_ŵ‖_F, "gauss_newton_norm": ‖G_ŵ‖_F}} (fig. 7)
 ``gradient_variance``        {layer: mean_p Var_minibatches[∂L/∂θ_p]} (paper 002 fig. 3b)
-``hessian_eigenvalue``       {"eigenvalue": Hessian eigenvalue of largest magnitude (λ_max
-                             near a minimum) after BN folding and a temperature fit on the
-                             test batch, "temperature": T} (paper 002 fig. 3d)
+``hessian_eigenvalue``       {"eigenvalue": λ_max of the Hessian after BN folding and a
+                             temperature fit on the whole test batch, "temperature": T,
+                             "relative_change": of the last power iteration} (paper 002
+                             fig. 3d); {"undefined": reason} when no temperature fits
 ===========================  =================================================================
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Settings:
 
     train_batch: tuple
     test_batch: tuple | None
+    temperature_batch: tuple | None
     seed: int
     damping: float
     jacobian_projections: Union[int, str, None]
@@ -127,7 +129,7 @@ _MEASURES: dict[str, Callable] = {
     ),
     "gradient_variance": _gradient_variance,
     "hessian_eigenvalue": lambda s, seed: lambda model: calibrated_hessian_eigenvalue(
-        model, s.train_batch, s.test_batch, num_iterations=s.hessian_iterations, seed=seed
+        model, s.train_batch, s.temperature_batch, num_iterations=s.hessian_iterations, seed=seed
     ),
 }
 DIAGNOSTICS = tuple(_MEASURES)
@@ -171,8 +173,9 @@ def build_callbacks(
     Args:
       names: diagnostics from ``DIAGNOSTICS``.
       train_batch: fixed (x, y) training sample every diagnostic is measured on.
-      test_batch: fixed (x, y) held-out sample (generalization_gap, and the temperature fit of
-        hessian_eigenvalue).
+      test_batch: fixed (x, y) held-out sample: its first ``sample_size`` examples for
+        generalization_gap, all of it for the temperature fit of hessian_eigenvalue (which
+        needs misclassified examples: pass the whole test set, as paper 002 does).
       log_dir: TensorBoard directory; scalars go to ``<log_dir>/diagnostics``.
       seed: run seed; each diagnostic derives its own stream (``stream_seed``) and reuses it
         every epoch (common random numbers make epochs comparable).
@@ -206,6 +209,7 @@ def build_callbacks(
     settings = Settings(
         train_batch=_take(train_batch, sample_size),
         test_batch=None if test_batch is None else _take(test_batch, sample_size),
+        temperature_batch=None if test_batch is None else _take(test_batch, None),
         seed=seed,
         damping=damping,
         jacobian_projections=jacobian_projections,

@@ -14,12 +14,18 @@ from tfwd.diagnostics.registry import build_callbacks
 from tfwd.train import TrainConfig, train
 
 
-def _first_batch(config: TrainConfig, split: str, training: bool):
+def _first_examples(config: TrainConfig, split: str, training: bool, count: int | None):
+    """The first ``count`` examples (None: all) of epoch 0 of ``split`` as one (x, y) batch."""
     pipeline = tfwd.data.input_pipeline(
         config.dataset, split, batch_size=config.batch_size, seed=config.seed,
-        training=training, data_dir=config.data_dir,
+        training=training, data_dir=config.data_dir, drop_remainder=False,
     )
-    return next(iter(pipeline.epoch(0)))
+    batches = pipeline.epoch(0)
+    if count is not None:
+        batches = batches.unbatch().take(count).batch(count)
+    else:
+        batches = batches.unbatch().batch(1 << 30)
+    return next(iter(batches))
 
 
 def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
@@ -27,13 +33,18 @@ def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
     callbacks = []
     if config.diagnostics:
         held_out = "test" if config.evaluate_test else "validation"
+        sample = config.diagnostics_sample_size
+        # hessian_eigenvalue fits its temperature on the whole held-out split (paper 002).
+        held_out_count = None if "hessian_eigenvalue" in config.diagnostics else sample
         callbacks += build_callbacks(
             list(config.diagnostics),
-            train_batch=_first_batch(config, config.train_split, training=True),
-            test_batch=_first_batch(config, held_out, training=False),
+            train_batch=_first_examples(config, config.train_split, True, sample),
+            test_batch=_first_examples(config, held_out, False, held_out_count),
             log_dir=os.path.join(workdir, "logs"),
             seed=config.seed,
             damping=config.damping,
+            sample_size=sample,
+            every_epochs=config.diagnostics_every_epochs,
             total_epochs=config.epochs,
         )
     if config.weight_norm_reference:

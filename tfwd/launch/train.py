@@ -67,6 +67,12 @@ flags.DEFINE_integer("small_batch_epochs", _DEFAULTS.small_batch_epochs,
                      "Batch change: epochs at small_batch_size before the large batch.")
 flags.DEFINE_list("diagnostics", [], "Diagnostics to record (tfwd.diagnostics names), e.g. "
                   "effective_lr,jacobian_norm,gauss_newton_norm.")
+flags.DEFINE_integer("diagnostics_every_epochs", _DEFAULTS.diagnostics_every_epochs,
+                     "Measure the diagnostics every N epochs (and after the last).")
+flags.DEFINE_integer("diagnostics_sample_size", _DEFAULTS.diagnostics_sample_size,
+                     "Training examples the diagnostics measure on (and held-out examples of "
+                     "generalization_gap; hessian_eigenvalue's temperature fit uses the whole "
+                     "held-out split).")
 flags.DEFINE_string("weight_norm_reference", None, "results.json of a run whose recorded "
                     "weight_norms this run's layers are rescaled to after every epoch (fig. 4).")
 flags.DEFINE_string("weight_norm_layers", "conv", "Layers for --weight_norm_reference: conv, "

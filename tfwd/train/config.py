@@ -65,6 +65,8 @@ class TrainConfig:
     # rescale weight_norm_layers ("conv", "all", or comma-separated names) after every epoch
     # to the norms recorded (diagnostic "weight_norms") in the reference run's results.json.
     diagnostics: list = dataclasses.field(default_factory=list)
+    diagnostics_every_epochs: int = 1  # and always after the last epoch
+    diagnostics_sample_size: int = 256  # training (and held-out) examples they measure on
     weight_norm_reference: str | None = None
     weight_norm_layers: str = "conv"
     # Where and how to run.
@@ -95,7 +97,8 @@ class TrainConfig:
         choice("lr_scaling", ("none", "linear", "sqrt"))
         choice("noise", NOISE_KINDS)
         for name in ("learning_rate", "epochs", "batch_size", "base_batch_size", "damping",
-                     "cov_every", "inv_every", "small_batch_size", "num_replicas"):
+                     "cov_every", "inv_every", "small_batch_size", "num_replicas",
+                     "diagnostics_every_epochs", "diagnostics_sample_size"):
             positive(name)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
