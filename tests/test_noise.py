@@ -14,10 +14,13 @@ import pytest
 import tensorflow as tf
 
 from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.capture import LayerCapture
+from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.diagonal import diagonal_fisher
 from tfwd.curvature.step import install_train_step
 from tfwd.noise import KINDS, CurvatureNoise, make_noise, noise_scale
+from tfwd.noise.batch import NoiseBatch, rademacher
+from tfwd.noise.kfac import FLOAT32_EPSILON, square_root_factor
+from tfwd.noise.trace import dense_squared_norm_sum
 
 NUM_DRAWS = 2000
 Z_BOUND = 5.0
@@ -35,9 +38,9 @@ def dense(units, name, activation=None, seed=0):
     )
 
 
-def mlp(batch_norm=False):
-    """4 → Dense(5, tanh) [→ BN] → Dense(3) logits: 43 parameters (+ BN's γ, β)."""
-    layers = [keras.Input((4,)), dense(5, "hidden", "tanh", seed=1)]
+def mlp(batch_norm=False, width=5):
+    """4 → Dense(width, tanh) [→ BN] → Dense(3) logits: 43 parameters at width 5 (+ BN's γ, β)."""
+    layers = [keras.Input((4,)), dense(width, "hidden", "tanh", seed=1)]
     if batch_norm:
         layers.append(keras.layers.BatchNormalization(name="norm"))
     layers.append(dense(3, "top", seed=2))
@@ -54,6 +57,42 @@ def single_location_conv():
         keras.layers.Flatten(),
         dense(3, "top", seed=5),
     ])
+
+
+def conv_net(batch_norm=False):
+    """6×5×1 → Conv2D(4, 3×3, same, tanh) [→ BN] → Conv2D(2, 3×3, stride 2, valid, no bias)
+    → Dense(3): T = 30 and 4 output locations. The first conv's input has fewer elements than
+    its output, the second's more (``outer_product_sum`` weights the smaller one)."""
+    layers = [keras.Input((6, 5, 1)),
+              keras.layers.Conv2D(4, 3, padding="same", activation="tanh", name="conv",
+                                  kernel_initializer=keras.initializers.GlorotUniform(seed=6),
+                                  bias_initializer=keras.initializers.RandomNormal(stddev=0.3,
+                                                                                   seed=7))]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(name="norm"))
+    layers += [keras.layers.Conv2D(2, 3, strides=2, activation="tanh", use_bias=False,
+                                   name="strided",
+                                   kernel_initializer=keras.initializers.GlorotUniform(seed=8)),
+               keras.layers.Flatten(),
+               dense(3, "top", seed=9)]
+    return keras.Sequential(layers)
+
+
+def sequence_dense():
+    """3×4 → Dense(5, tanh) on each of the 3 rows (T = 3) → Dense(3)."""
+    return keras.Sequential([keras.Input((3, 4)), dense(5, "hidden", "tanh", seed=10),
+                             keras.layers.Flatten(), dense(3, "top", seed=11)])
+
+
+# name: (build, input shape); the batch-norm variants have γ, β outside the captured layers.
+MODELS = {
+    "mlp": (mlp, (4,)),
+    "mlp_batch_norm": (lambda: mlp(batch_norm=True), (4,)),
+    "wide_mlp": (lambda: mlp(width=8), (4,)),
+    "conv": (conv_net, (6, 5, 1)),
+    "conv_batch_norm": (lambda: conv_net(batch_norm=True), (6, 5, 1)),
+    "sequence_dense": (sequence_dense, (3, 4)),
+}
 
 
 def batch(shape=(4,), size=6, seed=0):
@@ -91,6 +130,8 @@ def layer_matrix(pieces, layer):
     kernel = pieces[layer.kernel.path]
     leading = kernel.shape[:kernel.ndim - len(layer.kernel.shape)]
     kernel = np.reshape(kernel, (*leading, -1, kernel.shape[-1]))
+    if not layer.use_bias:
+        return kernel
     bias = pieces[layer.bias.path][..., np.newaxis, :]
     return np.concatenate([kernel, bias], axis=-2)
 
@@ -135,6 +176,89 @@ def test_diagonal_fisher_equals_mean_squared_per_example_gradient(build, shape):
     del tape
 
 
+# ------------------------------------------- signed sums, square-root factors, random signs
+
+
+def captured_batch(model, x, y):
+    """The NoiseBatch of an inference-mode forward pass of ``model`` with every layer captured."""
+    layers = split_layers(model)[0]
+    tape = tf.GradientTape(persistent=True)
+    with tape, LayerCapture(layers) as capture:
+        logits = model(x)
+    variables = list(model.trainable_weights)
+    return layers, NoiseBatch(tape, capture.records, logits, y, variables,
+                              [tf.zeros_like(v) for v in variables])
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp_batch_norm", "conv", "conv_batch_norm",
+                                  "sequence_dense"])
+def test_sign_weighted_gradients_equal_the_explicit_signed_sum(name):
+    """Σ_b σ_b ∇ℓ_b layer-wise (outer-product sums of captured a and g, the tape for γ/β) equals
+    the signed sum of per-example gradients taken one example at a time, and so does the pure
+    tape route (no layer captured)."""
+    build, shape = MODELS[name]
+    model = build()
+    x, y = batch(shape)
+    signs = np.array([1, -1, -1, 1, 1, -1], np.float32)
+    explicit = signs @ per_example_gradients(model, x, y)
+    layers, noise_batch = captured_batch(model, x, y)
+    indices = list(range(len(noise_batch.variables)))
+    for route_layers in (layers, []):
+        signed = noise_batch.sign_weighted_gradients(tf.constant(signs), route_layers, indices)
+        assert sorted(signed) == indices
+        np.testing.assert_allclose(flatten([signed[i] for i in indices]), explicit,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_dense_squared_norm_sum_is_the_sum_of_squared_per_example_gradient_norms():
+    model = mlp()
+    x, y = batch()
+    pieces = split_by_variable(per_example_gradients(model, x, y), model.trainable_weights)
+    layers, noise_batch = captured_batch(model, x, y)
+    for layer, g in zip(layers, noise_batch.preactivation_gradients(layers)):
+        explicit = np.sum(layer_matrix(pieces, layer) ** 2)  # Σ_b ‖∇W̃ ℓ_b‖²
+        computed = dense_squared_norm_sum(noise_batch.records[layer.name].inputs, g, True)
+        np.testing.assert_allclose(computed.numpy(), explicit, rtol=1e-5)
+
+
+def test_square_root_factor_is_cholesky_of_the_shifted_factor():
+    """L Lᵀ = S + δI with δ = ε₃₂·tr(S) for a singular PSD S (zero and repeated columns)."""
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((20, 6))
+    data[:, 2] = 0.0
+    data[:, 4] = data[:, 1]
+    factor = data.T @ data / len(data)
+    root = square_root_factor(tf.constant(factor)).numpy()  # float64 in, float64 out
+    np.testing.assert_array_equal(root, np.tril(root))
+    shift = FLOAT32_EPSILON * np.trace(factor)
+    np.testing.assert_allclose(root @ root.T, factor + shift * np.eye(6), rtol=0,
+                               atol=1e-12 * np.trace(factor))
+
+
+def test_square_root_factor_falls_back_to_the_clipped_symmetric_root():
+    """A clearly indefinite S = QΛQᵀ (Cholesky fails): L Lᵀ = Q max(Λ, 0) Qᵀ."""
+    rotation, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((3, 3)))
+    eigenvalues = np.array([2.0, 0.5, -1e-3])
+    root = square_root_factor(tf.constant(rotation * eigenvalues @ rotation.T)).numpy()
+    clipped = rotation * np.maximum(eigenvalues, 0) @ rotation.T
+    np.testing.assert_allclose(root @ root.T, clipped, atol=1e-12)
+
+
+def test_rademacher_signs_are_fair_independent_bits():
+    key = tf.constant([5, 6], tf.int64)
+    small = rademacher([7, 5], key).numpy()  # 35 signs: not a whole number of 32-bit words
+    assert small.shape == (7, 5) and set(np.unique(small)) <= {-1.0, 1.0}
+    np.testing.assert_array_equal(small, rademacher([7, 5], key).numpy())
+    large = rademacher([1000, 64], key).numpy().astype(np.float64)
+    assert not np.array_equal(large, rademacher([1000, 64], tf.constant([5, 7], tf.int64)).numpy())
+    # Mean 0 and uncorrelated neighbours (bits of one word, adjacent words): standard error 1/√n.
+    bound = Z_BOUND / np.sqrt(large.size)
+    assert abs(np.mean(large)) < bound
+    flat = large.ravel()
+    for lag in (1, 8, 32):
+        assert abs(np.mean(flat[:-lag] * flat[lag:])) < Z_BOUND / np.sqrt(flat.size - lag)
+
+
 # ------------------------------------------------------------ covariance of the noise kinds
 
 
@@ -150,9 +274,12 @@ def test_diag_fisher_noise_has_variance_s2_diag_f():
     assert abs(np.mean(ratio) - 1) < Z_BOUND * np.sqrt(2 / (NUM_DRAWS * len(ratio)))
 
 
-def test_full_fisher_noise_has_covariance_s2_f():
-    model = mlp()
-    x, y = batch()
+@pytest.mark.parametrize("name", ["mlp", "mlp_batch_norm", "conv"])
+def test_full_fisher_noise_has_covariance_s2_f(name):
+    """Including the cross-covariances of batch-norm γ/β (tape) and the layers (records)."""
+    build, shape = MODELS[name]
+    model = build()
+    x, y = batch(shape)
     jacobian = per_example_gradients(model, x, y)
     fisher = jacobian.T @ jacobian / len(x)
     noise = make_noise("full_fisher", model, large_batch_size=LARGE, small_batch_size=SMALL, **FOREVER)
@@ -181,20 +308,45 @@ def explicit_kronecker_factors(model, x, y):
     return factors
 
 
-def test_kfac_noise_has_covariance_s2_g_kron_a():
-    model = mlp()
-    x, y = batch()
-    noise = make_noise("kfac", model, large_batch_size=LARGE, small_batch_size=SMALL, **FOREVER)
-    pieces = split_by_variable(draws(noise, x, y), model.trainable_weights)
-    for name, (A, G) in explicit_kronecker_factors(model, x, y).items():
+def assert_kronecker_covariance(samples, model, factors):
+    """Each layer's draws have covariance s²·G ⊗ A (column-major vec of [W; b]).
+
+    kfac's smaller factor carries δ = ε₃₂·tr(S) (``tfwd.noise.kfac``), 10⁵ times below the
+    statistical tolerance here."""
+    pieces = split_by_variable(samples, model.trainable_weights)
+    for name, (A, G) in factors.items():
         matrices = layer_matrix(pieces, model.get_layer(name))  # [N, input_dim, output_dim]
         column_major_vec = np.swapaxes(matrices, 1, 2).reshape(len(matrices), -1)
         assert_second_moments(column_major_vec, SCALE**2 * np.kron(G, A))
 
 
-def test_trace_noise_is_isotropic_with_variance_s2_trace_f_over_d():
-    model = mlp()
+@pytest.mark.parametrize("width", [5, 8])  # input_dim ≥ / < output_dim: A / G from its data
+def test_kfac_noise_has_covariance_s2_g_kron_a(width):
+    model = mlp(width=width)
     x, y = batch()
+    noise = make_noise("kfac", model, large_batch_size=LARGE, small_batch_size=SMALL, **FOREVER)
+    assert_kronecker_covariance(draws(noise, x, y), model, explicit_kronecker_factors(model, x, y))
+
+
+def test_kfac_noise_of_convolutions_has_covariance_s2_g_kron_a():
+    """Conv2D draws (Ãᵀ Ξ by Conv2DBackpropFilter) against KFC factors from explicit patches."""
+    model = conv_net()
+    x, y = batch((6, 5, 1))
+    layers, noise_batch = captured_batch(model, x, y)
+    factors = {}
+    for layer, g in zip(layers, noise_batch.preactivation_gradients(layers)):
+        block = KroneckerBlock.for_layer(layer)
+        factors[layer.name] = (block.input_factor(noise_batch.records[layer.name].inputs).numpy(),
+                               block.output_factor(g).numpy())
+    noise = make_noise("kfac", model, large_batch_size=LARGE, small_batch_size=SMALL, **FOREVER)
+    assert_kronecker_covariance(draws(noise, x, y), model, factors)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv_batch_norm"])  # exact t̂ / signed estimate
+def test_trace_noise_is_isotropic_with_variance_s2_trace_f_over_d(name):
+    build, shape = MODELS[name]
+    model = build()
+    x, y = batch(shape)
     jacobian = per_example_gradients(model, x, y)
     dimension = jacobian.shape[1]
     expected = SCALE**2 * np.sum(jacobian**2) / len(x) / dimension  # s² tr(F)/d
@@ -247,7 +399,11 @@ def test_noise_is_exactly_zero_after_noise_until_epoch_and_when_batches_match(ki
     x, y = batch()
     noise = make_noise(kind, model, large_batch_size=LARGE, small_batch_size=SMALL,
                        steps_per_epoch=3, noise_until_epoch=1)
-    assert np.all(flatten(noise.sample_for_batch(x, y, step=2)) != 0)
+    # Every variable gets noise at steps 0-2 (not every coordinate at every step: kfac's bias
+    # rows start from sums of 6 random signs, which are exactly 0 with probability 5/16).
+    active = [noise.sample_for_batch(x, y, step=step) for step in range(3)]
+    assert all(any(np.any(draw[i].numpy() != 0) for draw in active)
+               for i in range(len(model.trainable_weights)))
     assert np.all(flatten(noise.sample_for_batch(x, y, step=3)) == 0)
     same_batch = make_noise(kind, model, large_batch_size=LARGE, small_batch_size=LARGE, **FOREVER)
     assert same_batch.scale == 0
@@ -344,6 +500,29 @@ def test_fit_with_noise_moves_parameters_differently(kind):
 def test_fit_after_noise_until_epoch_equals_plain_fit():
     for a, b in zip(fitted_weights("diag_fisher", noise_until_epoch=0), fitted_weights("none")):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", NOISY_KINDS)
+def test_fit_step_adds_the_draw_of_sample_for_batch(kind):
+    """One SGD(1.0) step of model.fit is θ − (∇L + n) with n = sample_for_batch's draw: the
+    per-example g the training step records equal those back-propagated from u."""
+    x, y = batch(size=8, seed=1)
+    model = mlp()
+    model.compile(optimizer=keras.optimizers.SGD(1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    noise = make_noise(kind, model, large_batch_size=8, small_batch_size=2, steps_per_epoch=1,
+                       seed=7)
+    install_train_step(model, [noise])
+    before = flatten(model.trainable_weights)
+    gradient = np.mean(per_example_gradients(model, x, y), axis=0)
+    draw = flatten(noise.sample_for_batch(x, y, step=0))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    # kfac: G of the logits layer is singular (u_b sums to 0), so its Cholesky factor along the
+    # null direction is √(δ + float32 round-off of G), δ = ε₃₂·tr(G): entries of order 10⁻⁴
+    # that the two routes' round-off changes; the draws themselves are of order 0.1.
+    atol = 1e-4 if kind == "kfac" else 1e-6
+    np.testing.assert_allclose(flatten(model.trainable_weights), before - (gradient + draw),
+                               rtol=1e-5, atol=atol)
 
 
 def test_two_replica_fit_step_is_gradient_plus_the_sum_of_replica_draws(two_replicas):

@@ -12,7 +12,7 @@ gradient before ``optimizer.apply``, so the optimizer sees ∇L_{M_L} + s·n wit
 * ``"diag_fisher"``    n = √diag(F) ⊙ ξ                (Algorithm 1, the paper's method)
 * ``"full_fisher"``    n = (1/√B) Σ_b σ_b ∇ℓ_b          (Cov = F̂, eq. 5 sampled as in §3.3)
 * ``"trace"``          n = √(t̂/d) · ξ, E t̂ = tr(F̂)      (isotropic, "Fisher Trace", §4.3)
-* ``"kfac"``           n = A^{1/2} Ξ G^{1/2} per layer  (Cov = G ⊗ A, §4.1, appendix E)
+* ``"kfac"``           n = L_A Ξ L_Gᵀ per layer        (Cov = G ⊗ A, §4.1, appendix E)
 * ``"multiplicative"`` ∇L ⊙ (1 + σ_m ξ)                (appendix E, Hoffer et al. 2017)
 * ``"none"``           no consumer (``make_noise`` returns None)
 
@@ -23,7 +23,12 @@ zero, via ``tf.cond`` on the optimizer's step counter) from step
 M_L = M_S, s = 0 and nothing is added (multiplicative noise with the default σ_m = s too).
 ``diag_fisher`` and ``kfac`` cover the Dense/Conv2D layers (``tfwd.curvature.capture``); the
 variables of other layers (batch-norm γ/β, …) get no noise. ``full_fisher``, ``trace`` and
-``multiplicative`` cover every trainable variable.
+``multiplicative`` cover every trainable variable. All but ``multiplicative`` read the captured
+layers' inputs a and the per-example pre-activation gradients g that the training step's own
+backward pass records (``tfwd.noise.batch``; without such a record, e.g. with sample weights,
+one backward pass of u provides g), and run no other backward pass through those layers;
+``full_fisher`` and ``trace`` back-propagate σ⊙u once more only to variables outside them,
+when the model has any.
 
 Distribution (R replicas, local batch B, M_L = R·B). In replica context the training step
 hands each replica the gradient of Keras's pre-scaled loss, g_r = (c/R)·∇L_r with
@@ -72,8 +77,11 @@ _SAMPLERS = {
     "kfac": kfac.sample,
     "multiplicative": multiplicative.sample,
 }
+# Kinds that cover only the captured Dense/Conv2D layers, and kinds that read the captured
+# layers' inputs and per-example pre-activation gradients (full_fisher and trace cover the
+# other variables through the tape).
 _LAYERWISE_KINDS = ("diag_fisher", "kfac")
-_TAPE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac")
+_CAPTURE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac")
 
 
 def check_kind(kind: str) -> None:
@@ -122,7 +130,7 @@ class CurvatureNoise:
             raise ValueError(f"multiplicative_std must be >= 0 or None, got {multiplicative_std!r}.")
         check_outputs_logits(model, "Curvature noise")
         supported, others = split_layers(model)
-        if kind in _TAPE_KINDS and not supported:
+        if kind in _CAPTURE_KINDS and not supported:
             raise ValueError(
                 f"Noise kind {kind!r} needs a built model with at least one Dense or Conv2D "
                 f"layer; model {model.name!r} has none (call model.build or run it once)."
@@ -137,10 +145,11 @@ class CurvatureNoise:
         self.scale = noise_scale(large_batch_size, small_batch_size)
         self.multiplicative_std = self.scale if multiplicative_std is None else float(multiplicative_std)
         self.noise_steps = noise_until_epoch * steps_per_epoch
-        # Layers whose a, s the draw reads; full_fisher/trace read none but back-propagate
-        # again through the step's tape, which must therefore stay persistent.
-        self.curvature_layers = supported if kind in _LAYERWISE_KINDS else []
-        self.needs_persistent_tape = kind in _LAYERWISE_KINDS or kind in _TAPE_KINDS
+        # Layers whose a and per-example g the draw reads. The step's tape stays persistent:
+        # the draw back-propagates through it when the step did not record g, and
+        # full_fisher/trace for variables outside these layers.
+        self.curvature_layers = supported if kind in _CAPTURE_KINDS else []
+        self.needs_persistent_tape = kind in _CAPTURE_KINDS
         self.uncovered_variables = (
             [v.path for layer in others for v in layer.trainable_weights]
             if kind in _LAYERWISE_KINDS else []

@@ -1,45 +1,128 @@
 """K-FAC noise (paper 002 §4.1 fig. 3c, appendix E "K-FAC"; Martens & Grosse 2015).
 
 The Fisher block of a Dense/Conv2D layer is replaced by its Kronecker factorisation G ⊗ A
-(``tfwd.curvature.blocks``: A = 1/(B·T) Σ ããᵀ, G = 1/B Σ ggᵀ of the *current batch*, with the
-true labels, i.e. empirical-Fisher factors, and KFC's spatial sums for Conv2D). A draw with
-covariance G ⊗ A for vec(W̃) (column-major vec of the [input_dim, output_dim] matrix) is
+(``tfwd.curvature.blocks``: A = 1/(B·T) Σ_{b,t} ã_bt ã_btᵀ, G = 1/B Σ_{b,t} g_bt g_btᵀ of the
+*current batch*, with the true labels, i.e. empirical-Fisher factors, and KFC's spatial sums
+for Conv2D). For any factorisations A = L_A L_Aᵀ and G = L_G L_Gᵀ (L_A: input_dim × p,
+L_G: output_dim × q) and a p × q matrix Ξ of independent zero-mean unit-variance entries,
 
-    N = A^{1/2} Ξ G^{1/2},     Ξ_ij ~ N(0, 1) i.i.d.,
+    N = L_A Ξ L_Gᵀ,    vec N = (L_G ⊗ L_A) vec Ξ,    Cov[vec N] = G ⊗ A
 
-because vec(A^{1/2} Ξ G^{1/2}) = (G^{1/2} ⊗ A^{1/2}) vec Ξ. Square roots are the symmetric
-ones, from ``tf.linalg.eigh`` with round-off negative eigenvalues clipped to zero. The consumer
-scales N by s = √((M_L − M_S)/(M_L·M_S)). Variables of layers without capture (batch-norm
-γ/β, unsupported layers) get no noise. Under R replicas each replica uses its own batch's
-factors, so the summed noise has covariance s²·(1/R)Σ_r G_r ⊗ A_r (the mean of the replicas'
-K-FAC blocks, not the K-FAC block of the global batch; both approximate the same F block).
+(column-major vec of the [input_dim, output_dim] matrix W̃ = [W; b]). Per layer, one factor
+enters through its data and is never formed, the other through its Cholesky factor:
+
+* A through L_A = Ãᵀ/√(B·T), Ã the [B·T, input_dim] rows ã_bt, with Ξ [B·T, output_dim]
+  shaped like the pre-activations: Ãᵀ Ξ is one weight-gradient product (for Conv2D one
+  ``Conv2DBackpropFilter``, no patches; ``tfwd.curvature.diagonal.outer_product_sum``). Used
+  for Conv2D always and for Dense when input_dim ≥ output_dim; then S = G.
+* G through L_G = Γᵀ/√B, Γ the [B·T, output_dim] rows g_bt, with Ξ [input_dim, B·T]: for
+  Dense with input_dim < output_dim; then S = A.
+* S through L = chol(S + δI) computed in float64, δ = ε₃₂·tr(S), ε₃₂ = 2⁻²³.
+
+Forming the factor that enters through its data would cost as much as that product again
+(B·T·dim² multiply-adds) plus a dim³ factorisation; so a Dense layer forms only its smaller
+factor, and a Conv2D layer only G: its A would need the input patches
+(``tf.image.extract_patches`` alone takes about 1 CPU-second for LeNet's first layer at
+batch 4096).
+
+So the covariance is (G + δI) ⊗ A or G ⊗ (A + δI), δ on S only. Why δ: the factors are
+singular (pixels that are zero in every image, dead ReLU units, and G of the logits layer,
+whose u_b = softmax − onehot sum to zero), and S is formed in float32, whose round-off leaves
+eigenvalues down to about −0.4·ε₃₂·tr(S) (measured on MNIST factors), which Cholesky cannot
+factor. δ = ε₃₂·tr(S) ≤ ε₃₂·dim(S)·‖S‖₂ is within the backward error O(dim(S)·ε₃₂·‖S‖₂) of a
+float32 eigendecomposition, i.e. no larger than the round-off of the symmetric square root
+S^{1/2} from ``tf.linalg.eigh`` (10–20 times slower than Cholesky at dim 1000); it changes
+tr(Cov) by the relative amount dim(S)·ε₃₂ ≤ 1.2·10⁻⁴ for dim(S) ≤ 1000. Should Cholesky still
+fail (NaN), the draw falls back to that symmetric square root of S, with negative round-off
+eigenvalues clipped to zero (no δ).
+
+Ξ has Rademacher (±1) entries: its B·T rows (or columns) make it as large as the layer's
+pre-activations (or inputs) — 19 M entries for LeNet's first layer at batch 4096: 0.27 CPU-s
+as Gaussian draws, 0.02 as signs (``tfwd.noise.batch.rademacher``). N then is not Gaussian
+but a sum of B·T independent terms (ã_bt ξ_btᵀ L_Gᵀ, resp. L_A ξ_bt g_btᵀ) with exactly the
+covariance above, Gaussian in the limit — as ``full_fisher``'s signed sum. (For a handful of
+examples the difference shows: a bias row starts from Σ_b ξ_b, an integer.)
+
+The consumer scales N by s = √((M_L − M_S)/(M_L·M_S)). Variables of layers without capture
+(batch-norm γ/β, unsupported layers) get no noise. Under R replicas each replica uses its own
+batch's factors, so the summed noise has covariance s²·(1/R)Σ_r G_r ⊗ A_r (the mean of the
+replicas' K-FAC blocks, not the K-FAC block of the global batch; both approximate the same F
+block). With batch norm in training mode g_b is the batch's back-propagated gradient (the
+K-FAC approximation, ``tfwd.noise.batch``).
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.noise.batch import NoiseBatch, standard_normal, substream
+from tfwd.curvature.diagonal import outer_product_sum
+from tfwd.noise.batch import NoiseBatch, rademacher, substream
+
+FLOAT32_EPSILON = float(np.finfo(np.float32).eps)  # ε₃₂ = 2⁻²³
 
 
 def symmetric_square_root(matrix: tf.Tensor) -> tf.Tensor:
     """M^{1/2} = Q diag(√max(λ, 0)) Qᵀ of a symmetric positive semi-definite matrix."""
     eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
-    roots = tf.sqrt(tf.maximum(eigenvalues, 0.0))
+    roots = tf.sqrt(tf.maximum(eigenvalues, tf.zeros_like(eigenvalues)))
     return tf.matmul(eigenvectors * roots[tf.newaxis, :], eigenvectors, transpose_b=True)
 
 
+def cholesky_shift(matrix: tf.Tensor) -> tf.Tensor:
+    """δ = ε₃₂·tr(S), the diagonal shift of ``square_root_factor``."""
+    return FLOAT32_EPSILON * tf.linalg.trace(matrix)
+
+
+def square_root_factor(matrix: tf.Tensor) -> tf.Tensor:
+    """L with L Lᵀ = S + δI, δ = ε₃₂·tr(S): Cholesky in float64, returned in S's dtype.
+
+    Falls back to the symmetric square root of S (L Lᵀ = S with its round-off negative
+    eigenvalues clipped) when Cholesky fails.
+    """
+    wide = tf.cast(matrix, tf.float64)
+    size = tf.shape(wide)[0]
+    factor = tf.linalg.cholesky(wide + cholesky_shift(wide) * tf.eye(size, dtype=tf.float64))
+    factor = tf.cond(tf.reduce_all(tf.math.is_finite(factor)),
+                     lambda: tf.linalg.band_part(factor, -1, 0),
+                     lambda: symmetric_square_root(wide))
+    return tf.cast(factor, matrix.dtype)
+
+
+def uses_input_data(block: KroneckerBlock) -> bool:
+    """Whether A enters through its data Ãᵀ/√(B·T) (else G through Γᵀ/√B)."""
+    return block.is_conv or block.input_dim >= block.output_dim
+
+
+def layer_draw(block: KroneckerBlock, inputs: tf.Tensor, output_gradients: tf.Tensor,
+               key: tf.Tensor) -> tf.Tensor:
+    """N = L_A Ξ L_Gᵀ in ``block.to_matrix`` layout, Cov[vec N] = G ⊗ A (+ δ, see above)."""
+    dtype = output_gradients.dtype
+    batch = tf.cast(tf.shape(output_gradients)[0], dtype)
+    locations = tf.cast(tf.size(output_gradients) // block.output_dim, dtype)  # B·T
+    if uses_input_data(block):
+        # (Ãᵀ/√(B·T)) Ξ L_Gᵀ with Ξ [B·T, output_dim], shaped like the pre-activations.
+        signs = rademacher(tf.shape(output_gradients), key, dtype)
+        input_part = outer_product_sum(block, inputs, signs) * tf.math.rsqrt(locations)
+        output_root = square_root_factor(block.output_factor(output_gradients))
+        return tf.matmul(input_part, output_root, transpose_b=True)
+    # L_A Ξ (Γ/√B) with Ξ [input_dim, B·T], drawn as its transpose.
+    rows = tf.reshape(output_gradients, [-1, block.output_dim])
+    signs = rademacher(tf.stack([tf.shape(rows)[0], block.input_dim]), key, dtype)
+    output_part = tf.matmul(signs, rows, transpose_a=True) * tf.math.rsqrt(batch)
+    input_root = square_root_factor(block.input_factor(inputs))
+    return tf.matmul(input_root, output_part)
+
+
 def sample(batch: NoiseBatch, layers, key: tf.Tensor) -> dict[int, tf.Tensor]:
-    """{variable index: A^{1/2} Ξ G^{1/2} split into kernel and bias} for ``layers``."""
+    """{variable index: L_A Ξ L_Gᵀ split into kernel and bias} for ``layers``."""
     noise = {}
     output_gradients = batch.preactivation_gradients(layers)
     for position, (layer, gradients) in enumerate(zip(layers, output_gradients)):
         block = KroneckerBlock.for_layer(layer)
-        input_root = symmetric_square_root(block.input_factor(batch.records[layer.name].inputs))
-        output_root = symmetric_square_root(block.output_factor(gradients))
-        unit = standard_normal([block.input_dim, block.output_dim], substream(key, position),
-                               input_root.dtype)
-        kernel_noise, bias_noise = block.from_matrix(input_root @ unit @ output_root)
+        draw = layer_draw(block, batch.records[layer.name].inputs, gradients,
+                          substream(key, position))
+        kernel_noise, bias_noise = block.from_matrix(draw)
         kernel, bias = batch.layer_indices(layer)
         noise[kernel] = kernel_noise
         if bias is not None:
