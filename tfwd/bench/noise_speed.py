@@ -3,11 +3,11 @@
     noise_step_ratio = t(LB SGD + noise kind) / t(plain LB SGD)
 
 at large batch M_L = ``large_batch_size`` emulating small batch M_S = ``small_batch_size``;
-both medians of consecutive ``train_on_batch`` steps on the same random batch, timed in\ninterleaved rounds (``tfwd.bench.timing``). Plain LB SGD
-is Keras's own train step; the noisy one is ``tfwd.curvature.step``'s taped step with the
-``tfwd.noise.make_noise`` consumer installed, which is what training with noise runs. The
-noise stays on for every timed step (``noise_until_epoch`` · ``steps_per_epoch`` is checked
-to exceed them).
+both medians of consecutive ``train_on_batch`` steps on the same random batch, timed in
+interleaved rounds (``tfwd.bench.timing``). Plain LB SGD is Keras's own train step; the
+noisy one is ``tfwd.curvature.step``'s taped step with the ``tfwd.noise.make_noise`` consumer
+installed, which is what training with noise runs. The noise stays on for every timed step
+(``noise_until_epoch`` · ``steps_per_epoch`` is checked to exceed them).
 """
 from __future__ import annotations
 
