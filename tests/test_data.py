@@ -351,3 +351,28 @@ def test_bad_arguments_raise_before_reading_data(arguments, message, tmp_path):
     name, split = call.pop("name"), call.pop("split")
     with pytest.raises(ValueError, match=message):
         tfwd.data.input_pipeline(name, split, data_dir=str(tmp_path), download=False, **call)
+
+
+def test_shared_input_pipelines_decode_each_split_once_and_restore_on_exit(monkeypatch):
+    from tfwd.data import sharing, sources
+
+    decodes = []
+    load_split = sources.load_split
+
+    def counting_load_split(builder, info, split):
+        decodes.append(split)
+        return load_split(builder, info, split)
+
+    monkeypatch.setattr(sources, "load_split", counting_load_split)
+    build = tfwd.data.input_pipeline
+    plain = build("mnist", "test", batch_size=1000, seed=0, training=False)
+    with sharing.shared_input_pipelines():
+        first = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0, training=False)
+        again = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0, training=False)
+        other = tfwd.data.input_pipeline("mnist", "test", batch_size=500, seed=1, training=True)
+    assert first is again and other is not first
+    assert decodes == ["test", "test"]  # once outside the block, once inside for both sizes
+    assert tfwd.data.input_pipeline is build and sources.load_split is counting_load_split
+    for shared, alone in zip(first.epoch(0), plain.epoch(0)):
+        np.testing.assert_array_equal(shared[0], alone[0])
+        np.testing.assert_array_equal(shared[1], alone[1])

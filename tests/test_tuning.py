@@ -25,7 +25,7 @@ from tfwd.train import TrainConfig
 from tfwd.tuning import (GridError, GridTuner, SearchSetupError, TrainHyperModel, check_grid,
                          default_grid, effective_learning_rates, grid_points, parse_grid,
                          run_search)
-from tfwd.tuning.shared_data import reuse_input_pipelines
+from tfwd.data.sharing import shared_input_pipelines
 
 FLAGS = flags.FLAGS
 TINY_MLP = {"depth": 1, "width": 64}
@@ -182,7 +182,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def decoded_once():
     """The in-process searches of this module share one decode of each MNIST split."""
-    with reuse_input_pipelines():
+    with shared_input_pipelines():
         yield
 
 

@@ -9,8 +9,9 @@
 Modules, top to bottom: ``grid`` (values per field, defaults, parsing, batch-size rescaling),
 ``hypermodel`` (a grid point -> TrainConfig -> ``tfwd.train`` run -> final-epoch validation
 accuracy), ``oracle`` (each point once, resumable), ``tuner`` (runs trials; keras-tuner
-chief/worker distribution), ``shared_data`` (one decode per split per process), ``report``
-(search.json / search.md), ``search`` (the whole protocol). Shell: ``python -m tfwd.launch.tune``.
+chief/worker distribution), ``report`` (search.json / search.md), ``search`` (the whole
+protocol). Shell: ``python -m tfwd.launch.tune``. Splits are decoded once per process
+(``tfwd.data.sharing``).
 """
 from tfwd.tuning.grid import (GridError, check_grid, default_grid, effective_learning_rates,
                               grid_points, parse_grid)

@@ -28,6 +28,7 @@ import os
 
 import keras
 
+from tfwd.data.sharing import shared_input_pipelines
 from tfwd.diagnostics import train_with_diagnostics
 from tfwd.train import TrainConfig
 from tfwd.train.config import COSMETIC_FIELDS
@@ -38,7 +39,6 @@ from tfwd.tuning.grid import (Grid, check_grid, default_grid, effective_learning
 from tfwd.tuning.hypermodel import OBJECTIVE, TrainHyperModel, retraining_config
 from tfwd.tuning.oracle import describe_point
 from tfwd.tuning.report import best_entry, trial_entry, write_report
-from tfwd.tuning.shared_data import reuse_input_pipelines
 from tfwd.tuning.tuner import PROJECT_NAME, GridTuner, is_oracle_worker
 
 SETTINGS_FILE = "search_settings.json"
@@ -128,7 +128,7 @@ def run_search(base: TrainConfig, directory: str, grid: Grid | None = None,
             "(strategy='default' or 'mirrored').")
     os.makedirs(directory, exist_ok=True)
     check_settings(directory, base, grid)
-    with reuse_input_pipelines():
+    with shared_input_pipelines():
         tuner = GridTuner(TrainHyperModel(base, grid), directory)
         if not is_oracle_worker():
             print(f"search: {len(grid_points(grid))} grid points ({format_grid(grid)}), "

@@ -15,7 +15,6 @@ reported and leaves its entry incomplete, so the next invocation retries it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +22,7 @@ import time
 import traceback
 from typing import Callable, Sequence
 
+from tfwd.data.sharing import shared_input_pipelines
 from tfwd.experiments import registry
 from tfwd.experiments.reporting import ReportContext
 from tfwd.experiments.spec import Experiment, Run, Scale, config_hash, seeded
@@ -199,46 +199,6 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
     return record
 
 
-@contextlib.contextmanager
-def _decoded_splits_once():
-    """Within the block, ``tfwd.data.sources.load_split`` decodes each TFDS split once.
-
-    Runs of one invocation ask for the same MNIST/CIFAR splits at many batch sizes and seeds,
-    and every ``tfwd.data.input_pipeline`` call decodes its split again (~5 s for MNIST on a
-    busy CPU). The decoded arrays are a pure function of (data directory, dataset, split), so
-    sharing them changes no number. (Belongs in ``tfwd.data``; see the package report.)
-    """
-    from tfwd.data import sources
-
-    load_split = sources.load_split
-    decoded = {}
-
-    def shared_load_split(builder, info, split):
-        key = (str(builder.data_dir), info.name, split)
-        if key not in decoded:
-            decoded[key] = load_split(builder, info, split)
-        return decoded[key]
-
-    sources.load_split = shared_load_split
-    try:
-        yield
-    finally:
-        sources.load_split = load_split
-
-
-@contextlib.contextmanager
-def _shared_input_pipelines():
-    """Decode each split once, and build each pipeline once (``tfwd.tuning.shared_data``)."""
-    with _decoded_splits_once():
-        try:
-            from tfwd.tuning.shared_data import reuse_input_pipelines
-        except ImportError:
-            yield
-            return
-        with reuse_input_pipelines():
-            yield
-
-
 def run_experiments(selection: str, scale: Scale, workdir: str, *, data_dir: str | None = None,
                     verbose: int = 0, log: Callable[[str], None] = print) -> dict[str, dict]:
     """Run ``selection`` ("all" or comma-separated names) and rewrite index.md."""
@@ -247,7 +207,7 @@ def run_experiments(selection: str, scale: Scale, workdir: str, *, data_dir: str
         plan_runs(experiment.runs(scale), workdir)
     os.makedirs(workdir, exist_ok=True)
     records = {}
-    with _shared_input_pipelines():
+    with shared_input_pipelines():
         for number, experiment in enumerate(experiments, 1):
             log(f"[{number}/{len(experiments)}] {experiment.name}")
             records[experiment.name] = run_experiment(experiment, scale, workdir,
