@@ -138,14 +138,12 @@ class NoiseBatch:
         Σ_b σ_b Σ_t ã_bt g_btᵀ; any other requested variable from one backward pass of σ⊙u
         through the tape, taken only when there is such a variable.
         """
-        signed = {}
-        for layer, gradients in zip(layers, self.preactivation_gradients(layers)):
-            block = KroneckerBlock.for_layer(layer)
-            matrix = outer_product_sum(block, self.records[layer.name].inputs, gradients,
-                                       example_weights=signs)
-            for index, value in zip(self.layer_indices(layer), block.from_matrix(matrix)):
-                if index is not None and index in indices:
-                    signed[index] = value
+        signed = self.layerwise(
+            layers,
+            lambda position, block, inputs, gradients: outer_product_sum(
+                block, inputs, gradients, example_weights=signs),
+        )
+        signed = {i: value for i, value in signed.items() if i in indices}
         others = [i for i in indices if i not in signed]
         if others:
             values = self.tape.gradient(
@@ -154,6 +152,21 @@ class NoiseBatch:
             )
             signed.update({i: value for i, value in zip(others, values) if value is not None})
         return signed
+
+    def layerwise(self, layers, matrix) -> dict[int, tf.Tensor]:
+        """{variable index: kernel or bias part of M_l} for every layer l of ``layers``, where
+        M_l = ``matrix(position, block, inputs, per_example_gradients)`` is in the layer's
+        ``KroneckerBlock.to_matrix`` layout ([input_dim, output_dim], bias as the last row).
+        """
+        parts = {}
+        per_example = self.preactivation_gradients(layers)
+        for position, (layer, gradients) in enumerate(zip(layers, per_example)):
+            block = KroneckerBlock.for_layer(layer)
+            value = matrix(position, block, self.records[layer.name].inputs, gradients)
+            for index, part in zip(self.layer_indices(layer), block.from_matrix(value)):
+                if index is not None:
+                    parts[index] = part
+        return parts
 
     def layer_indices(self, layer) -> tuple[int, int | None]:
         """Positions of ``layer``'s kernel and bias in ``variables`` (bias None if absent)."""

@@ -17,23 +17,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.diagonal import diagonal_fisher
 from tfwd.noise.batch import NoiseBatch, standard_normal, substream
 
 
 def sample(batch: NoiseBatch, layers, key: tf.Tensor) -> dict[int, tf.Tensor]:
     """{variable index: √diag(F)⊙ξ} for the kernels and biases of ``layers``."""
-    noise = {}
-    output_gradients = batch.preactivation_gradients(layers)
-    for position, (layer, gradients) in enumerate(zip(layers, output_gradients)):
-        block = KroneckerBlock.for_layer(layer)
-        inputs = batch.records[layer.name].inputs
+
+    def draw(position, block, inputs, gradients):
         std = tf.sqrt(tf.maximum(diagonal_fisher(block, inputs, gradients), 0.0))
-        draw = std * standard_normal(tf.shape(std), substream(key, position), std.dtype)
-        kernel_noise, bias_noise = block.from_matrix(draw)
-        kernel, bias = batch.layer_indices(layer)
-        noise[kernel] = kernel_noise
-        if bias is not None:
-            noise[bias] = bias_noise
-    return noise
+        return std * standard_normal(tf.shape(std), substream(key, position), std.dtype)
+
+    return batch.layerwise(layers, draw)

@@ -116,15 +116,8 @@ def layer_draw(block: KroneckerBlock, inputs: tf.Tensor, output_gradients: tf.Te
 
 def sample(batch: NoiseBatch, layers, key: tf.Tensor) -> dict[int, tf.Tensor]:
     """{variable index: L_A Ξ L_Gᵀ split into kernel and bias} for ``layers``."""
-    noise = {}
-    output_gradients = batch.preactivation_gradients(layers)
-    for position, (layer, gradients) in enumerate(zip(layers, output_gradients)):
-        block = KroneckerBlock.for_layer(layer)
-        draw = layer_draw(block, batch.records[layer.name].inputs, gradients,
-                          substream(key, position))
-        kernel_noise, bias_noise = block.from_matrix(draw)
-        kernel, bias = batch.layer_indices(layer)
-        noise[kernel] = kernel_noise
-        if bias is not None:
-            noise[bias] = bias_noise
-    return noise
+    return batch.layerwise(
+        layers,
+        lambda position, block, inputs, gradients: layer_draw(
+            block, inputs, gradients, substream(key, position)),
+    )
