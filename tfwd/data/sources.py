@@ -8,20 +8,30 @@ Resolution order, checked before anything is decoded:
 * `fashion_mnist`, `cifar10`, `cifar100`: (1) the registered dataset prepared in `data_dir`;
   (2) if `download`, a TFDS download; otherwise `DataNotFoundError`.
 
-Without internet a TFDS download fails only after TFDS's own retries (about 3.5 minutes);
-pass `download=False` to fail at once.
+Without internet a TFDS download fails only after TFDS's own retries (about 3.5 minutes), so
+a download is attempted only after a connection to TFDS's storage host succeeds within a few
+seconds; otherwise `DataNotFoundError` is raised at once. `download=False` never tries.
+
+A split decoded once is kept decoded beside the dataset's files (`tfwd.data.decoded`).
 """
 import os
+import pathlib
+import socket
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfwd.data import offline_mnist, splits
+from tfwd.data import decoded, offline_mnist, splits
 from tfwd.data.catalog import DatasetInfo
 
 _READ_CHUNK = 10_000
 # Features kept in memory; others (e.g. CIFAR's string `id`) are dropped while reading.
 _USED_FEATURES = ("image", "label", "index")
+# Where TFDS downloads from first (its GCS mirror), and how long to wait for a connection.
+_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+_CONNECT_TIMEOUT_SECONDS = 5
+# tfds.testing.mock_data replaces this method: then nothing is downloaded, nothing to probe.
+_REAL_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
 _DOWNLOAD_HINT = (
     "The machine may have no internet access: run `tfds build {name} --data_dir={data_dir}`"
     " on a machine that has it and copy {data_dir}/{name} here."
@@ -47,6 +57,17 @@ def _missing_data_message(name: str, data_dir: str, download: bool) -> str:
     return message + _DOWNLOAD_HINT.format(name=name, data_dir=data_dir)
 
 
+def _can_download(builder: tfds.core.DatasetBuilder) -> bool:
+    """False when a real download would start but TFDS's storage host cannot be reached."""
+    if type(builder).download_and_prepare is not _REAL_DOWNLOAD_AND_PREPARE:
+        return True
+    try:
+        socket.create_connection(_DOWNLOAD_HOST, timeout=_CONNECT_TIMEOUT_SECONDS).close()
+    except OSError:
+        return False
+    return True
+
+
 def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetBuilder:
     """Returns a builder whose data is prepared in `data_dir`, in the module's order.
 
@@ -59,7 +80,7 @@ def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetB
         return registered
     if name == "mnist" and offline_mnist.is_prepared(data_dir):
         return tfds.builder_from_directory(os.fspath(offline_mnist.dataset_dir(data_dir)))
-    if not download:
+    if not download or not _can_download(registered):
         raise DataNotFoundError(_missing_data_message(name, data_dir, download))
     try:
         registered.download_and_prepare()
@@ -68,16 +89,23 @@ def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetB
     return registered
 
 
-def _read_tfds_split(
+def read_split_arrays(
     builder: tfds.core.DatasetBuilder, tfds_split: str
 ) -> dict[str, np.ndarray]:
+    """The used features of a TFDS split as numpy arrays (decoded once, then cached)."""
+    dataset_path = pathlib.Path(os.fspath(builder.data_path))
+    cached = decoded.load(dataset_path, builder.name, tfds_split)
+    if cached is not None:
+        return cached
     examples = builder.as_dataset(split=tfds_split).map(
         lambda example: {key: example[key] for key in _USED_FEATURES if key in example}
     )
     # Chunks rather than TFDS's `batch_size=-1`, which sizes its single batch from the
     # recorded split sizes and crashes when those are unknown (as under `tfds.testing`).
     chunks = list(tfds.as_numpy(examples.batch(_READ_CHUNK)))
-    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    arrays = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    decoded.save(dataset_path, builder.name, tfds_split, arrays)
+    return arrays
 
 
 def _sorted_by_index(examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -94,7 +122,7 @@ def load_split(
       (images, labels): uint8 [N, H, W, C] and int32 [N], N = `info.split_sizes[split]`.
       Datasets with an `index` feature come back in `index` order; others in storage order.
     """
-    examples = _read_tfds_split(builder, "test" if split == "test" else "train")
+    examples = read_split_arrays(builder, "test" if split == "test" else "train")
     has_index = "index" in examples
     if has_index:
         examples = _sorted_by_index(examples)
