@@ -9,8 +9,10 @@ empirical Fisher, noise), or the identity output Hessian on z (Gauss-Newton). So
   and nested models — and refuses a softmax or sigmoid there (a ``Softmax`` layer, an
   ``Activation``, a layer's own ``activation``, or ``keras.ops.softmax``/``sigmoid``).
   Subclassed models have no graph to follow: their last layer's activation is checked;
-* the compiled loss must be one of ``SUPPORTED_LOSSES`` (``check_loss``), for every curvature
-  of ``tfwd.curvature.statistics.CURVATURES`` and every noise kind;
+* the compiled loss must be one the curvature is defined for (``SUPPORTED_LOSSES``,
+  ``check_loss``): softmax cross-entropy on logits for every curvature and every noise kind;
+  for ``"gauss_newton"`` also mean squared error, whose Gauss-Newton matrix is the identity
+  output Hessian's up to Keras's constant factor 2/K (K outputs), which damping absorbs;
 * every example weighs the same: the factors and the noise are unweighted batch averages, so
   ``sample_weight`` (and ``class_weight``, which Keras turns into it) is refused
   (``check_sample_weight``).
@@ -19,12 +21,16 @@ from __future__ import annotations
 
 import keras
 
-# The losses whose output-side curvature the statistics and the noise compute: softmax
-# cross-entropy on logits with integer (Sparse…) or one-hot labels, averaged over the batch.
-SUPPORTED_LOSSES = (
-    "keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
-    "keras.losses.CategoricalCrossentropy(from_logits=True)",
-)
+_CROSS_ENTROPY = ("SparseCategoricalCrossentropy(from_logits=True)",
+                  "CategoricalCrossentropy(from_logits=True)")
+# Curvature ("noise": every noise kind) -> the keras.losses it is defined for, mean over the
+# batch, no label smoothing.
+SUPPORTED_LOSSES = {
+    "fisher": _CROSS_ENTROPY,
+    "empirical": _CROSS_ENTROPY,
+    "gauss_newton": _CROSS_ENTROPY + ("MeanSquaredError()",),
+    "noise": _CROSS_ENTROPY,
+}
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 _PASS_THROUGH_LAYERS = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Reshape,
                         keras.layers.Flatten)
@@ -97,30 +103,47 @@ def describe_loss(loss) -> str:
     return getattr(loss, "__name__", type(loss).__name__)
 
 
-def is_supported_loss(loss) -> bool:
-    """True for the losses of ``SUPPORTED_LOSSES`` (mean reduction, no label smoothing)."""
+def _is_mean_squared_error(loss) -> bool:
+    if isinstance(loss, keras.losses.MeanSquaredError):
+        return loss.reduction == "sum_over_batch_size"
+    return loss in ("mse", "mean_squared_error") or (
+        getattr(loss, "__name__", None) == "mean_squared_error")
+
+
+def is_supported_loss(loss, curvature: str) -> bool:
+    """True for the losses ``SUPPORTED_LOSSES[curvature]`` lists."""
+    if _is_mean_squared_error(loss):
+        return "MeanSquaredError()" in SUPPORTED_LOSSES[curvature]
+    if not isinstance(loss, keras.losses.Loss) or loss.reduction != "sum_over_batch_size":
+        return False  # strings and functions: Keras's cross-entropies default to probabilities
     if not isinstance(loss, (keras.losses.SparseCategoricalCrossentropy,
                              keras.losses.CategoricalCrossentropy)):
         return False
     config = loss.get_config()
-    return (config.get("from_logits") is True and loss.reduction == "sum_over_batch_size"
-            and config.get("ignore_class") is None and not config.get("label_smoothing")
-            and config.get("axis", -1) == -1)
+    return (config.get("from_logits") is True and config.get("ignore_class") is None
+            and not config.get("label_smoothing") and config.get("axis", -1) == -1)
 
 
-def check_loss(model: keras.Model, user: str) -> None:
-    """Raise ValueError unless ``model`` was compiled with one of ``SUPPORTED_LOSSES``.
+def check_loss(model: keras.Model, user: str, curvature: str) -> None:
+    """Raise ValueError unless ``model`` is compiled with a loss ``curvature`` supports.
 
-    Does nothing for a model that is not compiled yet (the training step checks again).
+    ``curvature``: one of ``SUPPORTED_LOSSES`` ("noise" for the curvature noise). Does nothing
+    for a model that is not compiled yet (the training step checks again).
     """
     loss = getattr(model, "loss", None)
-    if loss is None:
+    if loss is None or is_supported_loss(loss, curvature):
         return
-    if not is_supported_loss(loss):
-        raise ValueError(
-            f"{user} computes its curvature for a softmax cross-entropy on logits, but the model "
-            f"is compiled with loss {describe_loss(loss)}. Supported: "
-            f"{', '.join(SUPPORTED_LOSSES)} (mean over the batch, no label smoothing).")
+    table = "; ".join(f"{name}: {', '.join(losses)}" for name, losses in SUPPORTED_LOSSES.items())
+    raise ValueError(
+        f"{user} with curvature {curvature!r} does not support the model's loss "
+        f"{describe_loss(loss)}. Supported (keras.losses, mean over the batch, no label "
+        f"smoothing) — {table}.")
+
+
+def check_consumer_losses(model: keras.Model, consumers) -> None:
+    """``check_loss`` for each training-step consumer (K-FAC has a ``curvature``; the noise not)."""
+    for consumer in consumers:
+        check_loss(model, type(consumer).__name__, getattr(consumer, "curvature", "noise"))
 
 
 def check_sample_weight(users: list[str], sample_weight) -> None:

@@ -145,7 +145,7 @@ class KFAC(keras.optimizers.Optimizer):
         """
         layers, others = split_layers(model)
         check_outputs_logits(model, "K-FAC")
-        check_loss(model, "K-FAC")
+        check_loss(model, "K-FAC", self.curvature)
         if not layers:
             raise ValueError(f"Model {model.name!r} has no Dense or Conv2D layer for K-FAC.")
         names = [layer.name for layer in layers]
