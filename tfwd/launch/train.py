@@ -15,6 +15,7 @@ import sys
 
 from absl import app, flags, logging
 
+from tfwd.data import availability, locations
 from tfwd.train import config as config_lib
 from tfwd.train import workdir as workdir_lib
 
@@ -110,14 +111,22 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 
 def checked_config_or_exit() -> config_lib.TrainConfig:
-    """The config from the flags, or exit 1 naming the offending flag (before TF is imported)."""
+    """The config from the flags, or exit 1 naming the offending flag (before TF is imported).
+
+    Also exits when the dataset is neither prepared in --data_dir nor downloadable.
+    """
     try:
-        return config_from_flags().validate()
+        config = config_from_flags().validate()
     except ValueError as error:
         message = str(error)
         for flag, field in _RENAMED.items():
             message = message.replace(field, flag)
         sys.exit(f"error: invalid flags: --{message}")
+    try:
+        availability.check_available(config.dataset, locations.resolve_data_dir(config.data_dir))
+    except availability.DataNotFoundError as error:
+        sys.exit(f"error: --dataset={config.dataset}: {error}")
+    return config
 
 
 def validated_config_or_exit() -> config_lib.TrainConfig:
