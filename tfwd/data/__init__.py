@@ -10,7 +10,7 @@ MNIST can be prepared without internet access: `python -m tfwd.data.prepare mnis
 The names are loaded on first use (PEP 562), so that the plain-Python modules
 (`tfwd.data.availability`, `catalog`, `locations`) can be imported without TensorFlow.
 """
-import importlib
+from tfwd._lazy import lazy_exports
 
 _EXPORTS = {
     "DATASET_NAMES": "tfwd.data.catalog",
@@ -27,8 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tfwd.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("tfwd.data", _EXPORTS)

@@ -4,7 +4,7 @@ The names are loaded on first use (PEP 562), so that ``tfwd.train.config`` and
 ``tfwd.train.workdir`` — plain Python — can be imported by the launchers to check their flags
 and the workdir before TensorFlow is imported.
 """
-import importlib
+from tfwd._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "tfwd.train.config",
@@ -16,8 +16,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tfwd.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("tfwd.train", _EXPORTS)
