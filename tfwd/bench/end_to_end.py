@@ -6,7 +6,8 @@ Each tree runs, one after the other, as ``PYTHONPATH=<tree> python -m tfwd.launc
 <README's flags> --workdir=<workdir>/<label>`` (the trees alternate when ``--rounds`` > 1). For each
 run it prints one JSON line with
 
-* ``total_seconds``: process spawn to exit;
+* ``total_seconds``: process spawn to exit; ``cpu_seconds``: the process's user + system CPU
+  time, which waiting for a core on a shared machine does not inflate;
 * ``first_step_seconds``: spawn to the progress bar's first ``1/<steps>`` (the first training
   step done, tracing included);
 * per epoch ``fit_seconds`` (results.json's ``wall_time_seconds``), ``progress_bar_seconds``
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,7 @@ def run_job(tree: str, workdir: str) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     command = [sys.executable, "-m", "tfwd.launch.train", f"--workdir={workdir}", *README_JOB]
     spawned = time.time()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=_environment(tree))
     output, first_step = b"", None
@@ -60,6 +63,9 @@ def run_job(tree: str, workdir: str) -> dict:
         output += chunk
     process.wait()
     total = time.time() - spawned
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (children.ru_utime - children_before.ru_utime
+           + children.ru_stime - children_before.ru_stime)
     text = output.decode(errors="replace")
     if process.returncode != 0:
         raise RuntimeError(f"{tree}: exit status {process.returncode}:\n{text[-3000:]}")
@@ -78,7 +84,7 @@ def run_job(tree: str, workdir: str) -> dict:
             "step_seconds": record.get("step_seconds"),
             "evaluation_seconds": record.get("evaluation_seconds"),
         })
-    return {"total_seconds": total, "first_step_seconds": first_step, "epochs": epochs,
+    return {"total_seconds": total, "cpu_seconds": cpu, "first_step_seconds": first_step, "epochs": epochs,
             "test_accuracy": results["final"]["test_accuracy"]}
 
 
