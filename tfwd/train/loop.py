@@ -104,20 +104,25 @@ def _diagnostics(callbacks) -> list:
     return [cb for cb in callbacks if hasattr(cb, "diagnostic_name") and hasattr(cb, "history")]
 
 
+def _steps_done(optimizer) -> int:
+    # int() of a Keras variable fails when it holds a MirroredVariable (multi-device runs).
+    return int(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(optimizer.iterations)))
+
+
 def _divergence(config, monitor, optimizer, train_metrics, failure, epoch, first_step):
     """results.json's ``divergence`` entry after an epoch's training, or None if all is finite."""
     global_step = monitor.diverged_at()
     if global_step is not None:
         cause = "the loss or the weights became non-finite (NaN or infinity)"
     elif failure is not None:
-        global_step, cause = int(optimizer.iterations), failure
+        global_step, cause = _steps_done(optimizer), failure
     elif not all(np.isfinite(v) for v in train_metrics.values()):
-        global_step, cause = int(optimizer.iterations), "the epoch's training metrics are not finite"
+        global_step, cause = _steps_done(optimizer), "the epoch's training metrics are not finite"
     else:
         state = divergence.nonfinite_optimizer_state(optimizer)
         if not state:
             return None
-        global_step, cause = int(optimizer.iterations), f"optimizer variables {state} are not finite"
+        global_step, cause = _steps_done(optimizer), f"optimizer variables {state} are not finite"
     return divergence.divergence_record(config, epoch=epoch + 1, step=global_step - first_step,
                                         global_step=global_step, cause=cause)
 
@@ -211,7 +216,7 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
 
     for epoch in range(int(epochs_done), config.epochs):
         pipe = small_pipe if epoch < config.small_batch_epochs else train_pipe
-        start, first_step = time.time(), int(optimizer.iterations)
+        start, first_step = time.time(), _steps_done(optimizer)
         try:
             if custom is None:
                 history = model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
