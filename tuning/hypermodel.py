@@ -50,6 +50,8 @@ def trial_metrics(results: dict, trial_seconds: float) -> dict:
     training time (it survives a resumed trial), ``trial_seconds`` is the wall time of the
     run that finished the trial (data loading and evaluation included).
     """
+    if results["status"] == "diverged":  # a FAILED trial, with the reason in the table
+        raise RuntimeError(results["divergence"]["message"])
     epochs = results["epochs"]
     best = max(epochs, key=lambda record: record["validation_accuracy"])
     return {

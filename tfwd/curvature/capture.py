@@ -84,17 +84,6 @@ def split_layers(model) -> tuple[list, list]:
     return supported, others
 
 
-def check_outputs_logits(model, user: str) -> None:
-    """Raise if ``model`` ends in softmax/sigmoid: curvature is computed from logits z."""
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(last, "activation", None)
-    if activation in (keras.activations.softmax, keras.activations.sigmoid):
-        raise ValueError(
-            f"{user} needs a model that outputs logits, but layer {last.name!r} applies "
-            f"{activation.__name__}; drop the activation and use a loss with from_logits=True."
-        )
-
-
 def preactivation(layer, inputs):
     """s = a·W (+ b) for Dense, conv(a, W) (+ b) for Conv2D: the layer without activation."""
     if isinstance(layer, keras.layers.Conv2D):

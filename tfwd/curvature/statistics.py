@@ -77,7 +77,12 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
     else:
         if labels is None:
             raise ValueError("curvature='empirical' needs the true labels y.")
-        targets = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        labels = tf.convert_to_tensor(labels)
+        one_hot = labels.shape.rank == logits.shape.rank and labels.shape[-1] == num_classes > 1
+        if one_hot:  # CategoricalCrossentropy's labels; [B, 1] integer labels are not
+            targets = tf.argmax(labels, axis=-1)
+        else:
+            targets = tf.reshape(tf.cast(labels, tf.int64), [-1])
     return [(probabilities - tf.one_hot(targets, num_classes, dtype=logits.dtype), 1.0)]
 
 

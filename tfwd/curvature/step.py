@@ -23,6 +23,7 @@ from keras.src.losses import loss as keras_loss
 from keras.src.trainers.data_adapters import data_adapter_utils
 
 from tfwd.curvature.capture import LayerCapture
+from tfwd.curvature.preconditions import check_consumer_losses, check_sample_weight
 
 
 def _curvature_layers(consumers):
@@ -49,6 +50,8 @@ def forward_backward(model, optimizer, consumers, x, y, sample_weight=None):
     ``loss`` is the per-replica loss as Keras computes it (divided by the replica count under
     a strategy); gradients are of ``optimizer.scale_loss(loss)``.
     """
+    check_sample_weight([type(consumer).__name__ for consumer in consumers], sample_weight)
+    check_consumer_losses(model, consumers)
     layers = _curvature_layers(consumers)
     persistent = any(consumer.needs_persistent_tape for consumer in consumers)
     with tf.GradientTape(persistent=persistent) as tape, LayerCapture(layers) as capture:

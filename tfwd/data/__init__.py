@@ -6,21 +6,25 @@
     for images, labels in pipe.epoch(epoch_index): ...
 
 MNIST can be prepared without internet access: `python -m tfwd.data.prepare mnist`.
-"""
-from tfwd.data.catalog import DATASET_NAMES, HELD_OUT_SIZE, SPLITS, DatasetInfo, dataset_info
-from tfwd.data.locations import DATA_DIR_ENV_VAR, default_data_dir
-from tfwd.data.pipeline import InputPipeline, input_pipeline
-from tfwd.data.sources import DataNotFoundError
 
-__all__ = [
-    "DATASET_NAMES",
-    "DATA_DIR_ENV_VAR",
-    "HELD_OUT_SIZE",
-    "SPLITS",
-    "DataNotFoundError",
-    "DatasetInfo",
-    "InputPipeline",
-    "dataset_info",
-    "default_data_dir",
-    "input_pipeline",
-]
+The names are loaded on first use (PEP 562), so that the plain-Python modules
+(`tfwd.data.availability`, `catalog`, `locations`) can be imported without TensorFlow.
+"""
+from tfwd._lazy import lazy_exports
+
+_EXPORTS = {
+    "DATASET_NAMES": "tfwd.data.catalog",
+    "HELD_OUT_SIZE": "tfwd.data.catalog",
+    "SPLITS": "tfwd.data.catalog",
+    "DatasetInfo": "tfwd.data.catalog",
+    "dataset_info": "tfwd.data.catalog",
+    "DATA_DIR_ENV_VAR": "tfwd.data.locations",
+    "default_data_dir": "tfwd.data.locations",
+    "InputPipeline": "tfwd.data.pipeline",
+    "input_pipeline": "tfwd.data.pipeline",
+    "DataNotFoundError": "tfwd.data.availability",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports("tfwd.data", _EXPORTS)

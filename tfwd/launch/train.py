@@ -3,9 +3,11 @@
     python -m tfwd.launch.train --workdir=runs/mnist_kfac --dataset=mnist --model=mlp \\
         --optimizer=kfac_g --weight_decay=3e-2 --decay_type=decoupled --epochs=5 --lr=0.03
 
-``--flagfile=FILE`` reads flags from a file. Bad values stop the run before any work with a
-message naming the flag. The last line printed is ``test_accuracy=<value>`` (or
-``validation_accuracy=<value>`` when the test set is not evaluated).
+``--flagfile=FILE`` reads flags from a file. Bad values, and a ``--workdir`` that is not a
+writable directory or holds a run with another config, stop the run with exit status 1 before
+TensorFlow is imported, with a message naming the flag. The last line printed is
+``test_accuracy=<value>`` (or ``validation_accuracy=<value>`` when the test set is not
+evaluated). A run that diverges exits with status 3 after writing results.json.
 """
 from __future__ import annotations
 
@@ -13,12 +15,16 @@ import sys
 
 from absl import app, flags, logging
 
+from tfwd.data import availability, locations
 from tfwd.train import config as config_lib
+from tfwd.train import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.TrainConfig()
 
 flags.DEFINE_string("workdir", None, "Directory for results.json, checkpoints, logs, model.")
+flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir and start over "
+                  "(without it, a rerun resumes that run, or is refused if its config differs).")
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, config_lib.DATASETS, "Dataset.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Model name from tfwd.models.available().")
 flags.DEFINE_integer("depth", None, "MLP: number of hidden layers.")
@@ -85,6 +91,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFWD_DATA_D
                     "~/tensorflow_datasets).")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity (0, 1, 2).")
 
+DIVERGED_EXIT_STATUS = 3
 # Flags that are not TrainConfig fields of the same name.
 _RENAMED = {"lr": "learning_rate"}
 _MODEL_KWARGS = ("depth", "width", "width_factor")
@@ -104,7 +111,10 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 
 def checked_config_or_exit() -> config_lib.TrainConfig:
-    """The config from the flags, or exit 2 naming the offending flag (before TF work)."""
+    """The config from the flags, or exit 1 naming the offending flag (before TF is imported).
+
+    Also exits when the dataset is neither prepared in --data_dir nor downloadable.
+    """
     try:
         config = config_from_flags().validate()
     except ValueError as error:
@@ -112,23 +122,23 @@ def checked_config_or_exit() -> config_lib.TrainConfig:
         for flag, field in _RENAMED.items():
             message = message.replace(field, flag)
         sys.exit(f"error: invalid flags: --{message}")
-    import tfwd.diagnostics
-    import tfwd.models
-
-    if config.model not in tfwd.models.available():
-        sys.exit(f"error: --model={config.model!r} is not one of {tfwd.models.available()}.")
-    unknown = sorted(set(config.diagnostics) - set(tfwd.diagnostics.DIAGNOSTICS))
-    if unknown:
-        sys.exit(f"error: --diagnostics has unknown names {unknown}; valid: "
-                 f"{sorted(tfwd.diagnostics.DIAGNOSTICS)}.")
+    try:
+        availability.check_available(config.dataset, locations.resolve_data_dir(config.data_dir))
+    except availability.DataNotFoundError as error:
+        sys.exit(f"error: --dataset={config.dataset}: {error}")
     return config
 
 
 def validated_config_or_exit() -> config_lib.TrainConfig:
-    """``checked_config_or_exit`` plus the --workdir this launcher needs."""
+    """``checked_config_or_exit`` plus a --workdir that can hold this run (else exit 1)."""
     if not FLAGS.workdir:
         sys.exit("error: --workdir is required.")
-    return checked_config_or_exit()
+    config = checked_config_or_exit()
+    try:
+        workdir_lib.prepare_workdir(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+    except workdir_lib.WorkdirError as error:
+        sys.exit(f"error: --workdir: {error}")
+    return config
 
 
 def main(argv):
@@ -144,6 +154,9 @@ def main(argv):
         if not tf.config.list_physical_devices("GPU"):
             configure_cpu_devices(config.num_replicas)
     results = train_with_diagnostics(config, FLAGS.workdir)
+    if results["status"] == "diverged":
+        print(f"error: {results['divergence']['message']}", file=sys.stderr)
+        sys.exit(DIVERGED_EXIT_STATUS)
     final = results["final"]
     key = "test_accuracy" if "test_accuracy" in final else "validation_accuracy"
     print(f"{key}={final.get(key, float('nan')):.4f}")

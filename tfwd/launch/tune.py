@@ -46,6 +46,9 @@ def main(argv):
         sys.exit("error: --directory is required.")
     if FLAGS.workdir:
         sys.exit("error: --workdir is not a tune flag; a search lives in --directory.")
+    if FLAGS.overwrite:
+        sys.exit("error: --overwrite is not a tune flag; to start a search over, use a new "
+                 "--directory.")
     base = train_launcher.checked_config_or_exit()
     from tfwd import tuning
 

@@ -63,7 +63,8 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfwd.curvature.capture import LayerCapture, check_outputs_logits, split_layers
+from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.preconditions import check_outputs_logits
 from tfwd.noise import diag_fisher, full_fisher, kfac, multiplicative, trace
 from tfwd.noise.batch import NoiseBatch
 from tfwd.noise.scale import check_batch_sizes, noise_scale

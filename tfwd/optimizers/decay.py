@@ -18,16 +18,25 @@ the optimizer, never per replica (a per-replica addition would be summed once pe
 
 The decay applies to a *layer group* (paper 000 figures 2 and 6): ``"all"``, ``"top"`` (only
 the output layer, whose name is ``top_layer`` — ``"top"`` in the tfwd model zoo), ``"rest"``
-(every other variable), or a predicate ``variable -> bool``.
+(every other variable), or a predicate ``variable -> bool``. The predicate always receives the
+``keras.Variable`` (with ``.path``, e.g. ``"dense_1/kernel"``), also where Keras hands the
+optimizer its backend ``tf.Variable`` (named ``"dense_1/kernel:0"``): the optimizer's ``build``
+records its variables (``check_group``) so that ``applies_to`` can map one to the other.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Union
 
 DECAY_TYPES = ("decoupled", "l2")
 DECAY_GROUPS = ("all", "top", "rest")
 
 DecayGroup = Union[str, Callable[[object], bool]]
+
+
+def _backend_path(variable) -> str:
+    # "top/kernel:0" on the first replica, "top/kernel/replica_1:0" on the others.
+    return re.sub(r"(/replica_\d+)?:\d+$", "", variable.name)
 
 
 def _is_in_layer(variable, layer_name: str) -> bool:
@@ -70,6 +79,7 @@ class WeightDecay:
         self.decay_type = decay_type
         self.decay_group = decay_group
         self.top_layer = top_layer
+        self._variables_by_path = {}  # path -> keras.Variable, filled by check_group
 
     @property
     def decoupled(self) -> bool:
@@ -85,18 +95,41 @@ class WeightDecay:
         return self.weight_decay if self.decoupled else None
 
     def applies_to(self, variable) -> bool:
-        """True if ``variable`` belongs to the decayed layer group."""
+        """True if ``variable`` (Keras or backend variable) belongs to the decayed layer group."""
         if callable(self.decay_group):
-            return bool(self.decay_group(variable))
+            return bool(self.decay_group(self.keras_variable(variable)))
         if self.decay_group == "all":
             return True
         in_top = _is_in_layer(variable, self.top_layer)
         return in_top if self.decay_group == "top" else not in_top
 
+    def keras_variable(self, variable):
+        """The ``keras.Variable`` of ``variable``, which may be its backend ``tf.Variable``."""
+        if hasattr(variable, "path"):
+            return variable
+        path = _backend_path(variable)
+        if path not in self._variables_by_path:
+            raise ValueError(f"Variable {variable.name!r} is not one of the variables the "
+                             "optimizer was built for; build it with the model's variables.")
+        return self._variables_by_path[path]
+
     def check_group(self, variables) -> None:
-        """Fails early when a named group selects nothing (e.g. no layer called "top")."""
-        if self.weight_decay == 0 or callable(self.decay_group):
+        """Record the optimizer's (Keras) variables; fail early on a group that cannot work.
+
+        A named group fails when it selects nothing, and "top"/"rest" also when no variable is
+        in the layer ``top_layer`` (then "rest" would silently decay everything).
+        """
+        self._variables_by_path = {v.path: v for v in variables if hasattr(v, "path")}
+        if self.weight_decay == 0 or callable(self.decay_group) or self.decay_group == "all":
             return
+        paths = [v.path for v in variables]
+        if not any(_is_in_layer(v, self.top_layer) for v in variables):
+            raise ValueError(
+                f"decay_group={self.decay_group!r} is defined by the output layer "
+                f"{self.top_layer!r}, but none of the variables {paths} is in it: 'top' selects "
+                f"none and 'rest' would decay all of them. Name the output layer "
+                f"{self.top_layer!r} (tfwd.models does), pass top_layer=<its name>, or give "
+                "decay_group a predicate.")
         if not any(self.applies_to(v) for v in variables):
             raise ValueError(
                 f"decay_group={self.decay_group!r} selects none of the variables "

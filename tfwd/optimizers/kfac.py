@@ -37,7 +37,8 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.capture import LayerCapture, check_outputs_logits, split_layers
+from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.inverse import damped_inverses, kl_clip_scale, precondition
 from tfwd.curvature.statistics import check_curvature, layer_statistics
 from tfwd.curvature.step import install_train_step
@@ -144,6 +145,7 @@ class KFAC(keras.optimizers.Optimizer):
         """
         layers, others = split_layers(model)
         check_outputs_logits(model, "K-FAC")
+        check_loss(model, "K-FAC", self.curvature)
         if not layers:
             raise ValueError(f"Model {model.name!r} has no Dense or Conv2D layer for K-FAC.")
         names = [layer.name for layer in layers]

@@ -1,6 +1,19 @@
-"""Training: one ``train(config, workdir)`` for every entry point."""
-from tfwd.train.config import TrainConfig
-from tfwd.train.loop import evaluate, train
-from tfwd.train.strategy import configure_cpu_devices, make_strategy
+"""Training: one ``train(config, workdir)`` for every entry point.
 
-__all__ = ["TrainConfig", "configure_cpu_devices", "evaluate", "make_strategy", "train"]
+The names are loaded on first use (PEP 562), so that ``tfwd.train.config`` and
+``tfwd.train.workdir`` — plain Python — can be imported by the launchers to check their flags
+and the workdir before TensorFlow is imported.
+"""
+from tfwd._lazy import lazy_exports
+
+_EXPORTS = {
+    "TrainConfig": "tfwd.train.config",
+    "configure_cpu_devices": "tfwd.train.strategy",
+    "evaluate": "tfwd.train.loop",
+    "make_strategy": "tfwd.train.strategy",
+    "train": "tfwd.train.loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports("tfwd.train", _EXPORTS)

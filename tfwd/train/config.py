@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -15,6 +16,14 @@ LOOPS = ("fit", "custom")
 TRAIN_SPLITS = ("train", "train_full")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
+# The names of tfwd.models.available() and tfwd.diagnostics.DIAGNOSTICS, spelled here too so
+# that launchers validate flags without importing TensorFlow (tests check they agree).
+MODELS = ("alexnet", "lenet", "mlp", "resnet32", "resnet44", "vgg11", "vgg13", "vgg16", "vgg19")
+DIAGNOSTIC_NAMES = (
+    "effective_lr", "weight_norms", "jacobian_norm", "gauss_newton_norm",
+    "kfac_gauss_newton_norm", "generalization_gap", "fisher_norms", "effective_damping",
+    "gradient_variance", "hessian_eigenvalue",
+)
 # Fields that do not change a run's numbers: ignored when a rerun is compared with a saved run.
 COSMETIC_FIELDS = ("verbose", "data_dir")
 
@@ -87,7 +96,16 @@ class TrainConfig:
             if getattr(self, name) is None or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
 
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number, got {value!r}.")
         choice("dataset", DATASETS)
+        choice("model", MODELS)
+        unknown = sorted(set(self.diagnostics) - set(DIAGNOSTIC_NAMES))
+        if unknown:
+            raise ValueError(f"diagnostics has unknown names {unknown}; valid: "
+                             f"{sorted(DIAGNOSTIC_NAMES)}.")
         choice("optimizer", OPTIMIZERS)
         choice("strategy", STRATEGIES)
         choice("loop", LOOPS)

@@ -3,13 +3,15 @@
 Per epoch: train (Keras ``fit`` with progress bar and TensorBoard, or the custom
 ``strategy.run`` loop that multi-worker runs need), evaluate validation and test, write
 ``results.json`` (config, per-epoch losses/accuracies/learning rate/wall time, diagnostics) and
-a checkpoint of model + optimizer. A rerun with the same workdir resumes after the last
-finished epoch; data order and all sampling are derived from (seed, epoch, step), so a resumed
-run computes the same numbers as an uninterrupted one. A partly trained epoch is redone.
+a checkpoint of model + optimizer (+ the history, ``tfwd.train.resume``). A rerun with the same
+workdir and config resumes after the last finished epoch (``tfwd.train.workdir`` refuses
+another config); data order and all sampling are derived from (seed, epoch, step), so a
+resumed run computes the same numbers as an uninterrupted one. A partly trained epoch is
+redone. A non-finite loss or update stops the run with status "diverged"
+(``tfwd.train.divergence``).
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -22,10 +24,10 @@ from tfwd.curvature.step import forward_backward, install_train_step
 from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
+from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
 from tfwd.train.strategy import is_chief, make_strategy
-
-RESULTS_FILE = "results.json"
+from tfwd.train.workdir import RESULTS_FILE, prepare_workdir
 
 
 def _loss():
@@ -52,12 +54,13 @@ def evaluate(model, dataset) -> tuple[float, float]:
 class _CustomLoop:
     """One epoch of ``strategy.run`` steps; the multi-worker path (Keras fit cannot run there)."""
 
-    def __init__(self, model, optimizer, consumers, strategy):
-        self.model, self.optimizer, self.strategy = model, optimizer, strategy
+    def __init__(self, model, optimizer, consumers, strategy, monitor):
+        self.model, self.optimizer, self.strategy, self.monitor = model, optimizer, strategy, monitor
 
         def replica_step(x, y):
             y_pred, loss, gradients = forward_backward(model, optimizer, consumers, x, y)
             optimizer.apply(gradients, model.trainable_weights)
+            monitor.record(loss)
             correct = tf.reduce_sum(tf.cast(
                 tf.equal(tf.argmax(y_pred, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
                 tf.float32))
@@ -82,6 +85,8 @@ class _CustomLoop:
             correct += float(batch_correct)
             count += float(batch_count)
             progress.update(index + 1, [("loss", loss_sum / (index + 1)), ("accuracy", correct / count)])
+            if (index + 1) % divergence.DIVERGENCE_CHECK_STEPS == 0 and self.monitor.diverged_at():
+                break
         return {"loss": loss_sum / max(steps, 1), "accuracy": correct / max(count, 1.0)}
 
 
@@ -99,18 +104,51 @@ def _diagnostics(callbacks) -> list:
     return [cb for cb in callbacks if hasattr(cb, "diagnostic_name") and hasattr(cb, "history")]
 
 
-def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
+def _steps_done(optimizer) -> int:
+    # int() of a Keras variable fails when it holds a MirroredVariable (multi-device runs).
+    return int(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(optimizer.iterations)))
+
+
+def _divergence(config, monitor, optimizer, train_metrics, failure, epoch, first_step):
+    """results.json's ``divergence`` entry after an epoch's training, or None if all is finite."""
+    global_step = monitor.diverged_at()
+    if global_step is not None:
+        cause = "the loss or the weights became non-finite (NaN or infinity)"
+    elif failure is not None:
+        global_step, cause = _steps_done(optimizer), failure
+    elif not all(np.isfinite(v) for v in train_metrics.values()):
+        global_step, cause = _steps_done(optimizer), "the epoch's training metrics are not finite"
+    else:
+        state = divergence.nonfinite_optimizer_state(optimizer)
+        if not state:
+            return None
+        global_step, cause = _steps_done(optimizer), f"optimizer variables {state} are not finite"
+    return divergence.divergence_record(config, epoch=epoch + 1, step=global_step - first_step,
+                                        global_step=global_step, cause=cause)
+
+
+def _timing(started, step_timer) -> dict:
+    """results.json's ``timing``: the run's start and first step (``time.time()``) and more."""
+    return {"started": started, "first_step_started": step_timer.first_step_started,
+            "first_step_seconds": step_timer.first_step_seconds}
+
+
+def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = False) -> dict:
     """Train, evaluate and checkpoint one run in ``workdir``; returns the results dict.
 
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
     epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
     callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
     ``tfwd.diagnostics.train_with_diagnostics``) are written to results.json under
-    ``diagnostics.<name>``. Returns the same dict that is written to results.json.
+    ``diagnostics.<name>``. Returns the same dict that is written to results.json; its
+    ``status`` is "finished" or "diverged" (then ``divergence`` says where and what to try).
+    ``overwrite`` deletes a previous run in ``workdir``; without it a run with another config
+    there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
     config.validate()
     chief = is_chief()
-    os.makedirs(workdir, exist_ok=True)
+    prepare_workdir(config, workdir, overwrite)
+    started = time.time()
     # Non-chief workers still take part in checkpoint writes (collectives), into a scratch dir.
     write_dir = workdir if chief else tempfile.mkdtemp(prefix="tfwd-worker-")
     keras.utils.set_random_seed(config.seed)
@@ -138,25 +176,26 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
             consumers.append(noise)
         if consumers:
             install_train_step(model, consumers)
-    # Outside the scope: a plain host variable, not a per-replica one.
+    monitor = divergence.DivergenceMonitor(model)
+    monitor.install()
+    # Outside the scope: plain host variables, not per-replica ones.
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    history_store = resume.history_variable()
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done,
+                                     history=history_store)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), 2)
     results_path = os.path.join(workdir, RESULTS_FILE)
     results = {"config": config.to_dict(), "epochs": [], "status": "running"}
     extra_callbacks = list(callbacks or [])
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        if os.path.exists(results_path):
-            with open(results_path) as f:
-                previous = json.load(f)
-            results["epochs"] = previous["epochs"][: int(epochs_done)]
-            for callback in _diagnostics(extra_callbacks):
-                # JSON turned the epoch keys into strings.
-                earlier = previous.get("diagnostics", {}).get(callback.diagnostic_name, {})
-                callback.history.update(
-                    {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
+    if resume.restore_newest_readable(checkpoint, manager):
+        previous = resume.restored_history(history_store, results_path, int(epochs_done))
+        results["epochs"] = previous["epochs"]
+        for callback in _diagnostics(extra_callbacks):
+            # JSON turned the epoch keys into strings.
+            earlier = previous["diagnostics"].get(callback.diagnostic_name, {})
+            callback.history.update(
+                {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
     elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
@@ -166,24 +205,39 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     log_dir = os.path.join(write_dir, "logs")
     if chief:
         config.save(os.path.join(workdir, "config.json"))
-    custom = _CustomLoop(model, optimizer, consumers, strategy) if config.loop == "custom" else None
-    fit_callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] + extra_callbacks
+    custom = (_CustomLoop(model, optimizer, consumers, strategy, monitor)
+              if config.loop == "custom" else None)
+    step_timer = timing.StepTimer()
+    fit_callbacks = [step_timer, divergence.DivergenceCallback(monitor)] + extra_callbacks
     callback_list = keras.callbacks.CallbackList(extra_callbacks, model=model)
+    # TensorBoard: this one writer, for the whole run, gets every epoch's record. (Keras's
+    # TensorBoard callback, built per fit call, cost ~37 s per epoch and one file per epoch.)
     summary_writer = tf.summary.create_file_writer(os.path.join(log_dir, "epochs"))
 
     for epoch in range(int(epochs_done), config.epochs):
         pipe = small_pipe if epoch < config.small_batch_epochs else train_pipe
-        start = time.time()
-        if custom is None:
-            history = model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                                verbose=config.verbose, callbacks=fit_callbacks, shuffle=False)
-            train_metrics = {k: float(v[-1]) for k, v in history.history.items()}
-        else:
-            if config.verbose:
-                print(f"Epoch {epoch + 1}/{config.epochs}")
-            callback_list.on_epoch_begin(epoch)
-            train_metrics = custom.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch, config.verbose)
-            callback_list.on_epoch_end(epoch, dict(train_metrics))
+        start, first_step = time.time(), _steps_done(optimizer)
+        try:
+            if custom is None:
+                history = model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
+                                    verbose=config.verbose, callbacks=fit_callbacks, shuffle=False)
+                train_metrics = {k: float(v[-1]) for k, v in history.history.items()}
+            else:
+                if config.verbose:
+                    print(f"Epoch {epoch + 1}/{config.epochs}")
+                callback_list.on_epoch_begin(epoch)
+                train_metrics = custom.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch,
+                                                 config.verbose)
+                callback_list.on_epoch_end(epoch, dict(train_metrics))
+            failure = None
+        except tf.errors.InvalidArgumentError as error:
+            if not divergence.is_kfac_factor_error(error):
+                raise
+            failure, train_metrics = str(error).split("\n")[0], {}
+        diverged = _divergence(config, monitor, optimizer, train_metrics, failure, epoch, first_step)
+        if diverged:
+            results["divergence"] = diverged
+            break
         train_seconds = time.time() - start
         record = {
             "epoch": epoch + 1,
@@ -193,30 +247,40 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
                 schedule(optimizer.iterations - 1))),
             "wall_time_seconds": train_seconds,
         }
+        if custom is None:
+            record["step_seconds"] = step_timer.step_seconds
         last_epoch = epoch == config.epochs - 1
+        start = time.time()
         for split in ("validation", "test"):
             if split == "test" and not (config.test_every_epoch or last_epoch):
                 continue
             if split in pipelines:
                 loss, accuracy = evaluate(model, pipelines[split].epoch(0))
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
+        record["evaluation_seconds"] = time.time() - start
         with summary_writer.as_default(step=epoch + 1):
             for key, value in record.items():
                 if key != "epoch":
                     tf.summary.scalar(key, value)
         results["epochs"].append(record)
         epochs_done.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
         results["diagnostics"] = {cb.diagnostic_name: cb.history for cb in _diagnostics(extra_callbacks)}
+        resume.store_history(history_store, results)
+        manager.save(checkpoint_number=epoch + 1)
+        results["timing"] = _timing(started, step_timer)
         if chief:
             write_json_atomically(results_path, results, indent=2, sort_keys=True)
         if config.verbose:
             shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
             print(f"epoch {epoch + 1}: {shown}")
 
-    results["status"] = "finished"
+    results["status"] = "diverged" if results.get("divergence") else "finished"
     results["final"] = dict(results["epochs"][-1]) if results["epochs"] else {}
+    results["timing"] = _timing(started, step_timer)
     if chief:
         write_json_atomically(results_path, results, indent=2, sort_keys=True)
-        model.save(os.path.join(workdir, "model.keras"))
+        if results["status"] == "finished":  # a diverged model's weights are not finite
+            model.save(os.path.join(workdir, "model.keras"))
+    if results["status"] == "diverged":
+        print(f"{workdir}: {results['divergence']['message']}", flush=True)
     return results
