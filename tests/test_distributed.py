@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tfwd.optimizers
-from tfwd.curvature.step import forward_backward
+from tfwd.train import TrainStep
 
 GLOBAL_BATCH = 16
 STEPS = 4
@@ -53,6 +53,7 @@ def _build(kind):
         optimizer.attach(model)
     else:
         optimizer.build(model.trainable_variables)
+    TrainStep(model).install()
     return model, optimizer
 
 
@@ -64,13 +65,8 @@ def run_steps(strategy, kind, loop):
     if loop == "fit":
         model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     else:
-        consumers = [optimizer] if kind.startswith("kfac") else []
-
-        def replica_step(x, y):
-            _, _, gradients = forward_backward(model, optimizer, consumers, x, y)
-            optimizer.apply(gradients, model.trainable_weights)
-
-        step = tf.function(lambda x, y: strategy.run(replica_step, args=(x, y)))
+        step = tf.function(lambda x, y: strategy.run(model.train_step.__self__.replica_step,
+                                                     args=(x, y)))
         for x, y in strategy.experimental_distribute_dataset(dataset):
             step(x, y)
     return [v.numpy() for v in model.trainable_weights]

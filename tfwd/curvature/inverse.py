@@ -45,9 +45,16 @@ def precondition(gradient_matrix: tf.Tensor, A_inverse: tf.Tensor, G_inverse: tf
     return tf.matmul(tf.matmul(A_inverse, gradient_matrix), G_inverse)
 
 
+def _inner_product(gradient, direction) -> tf.Tensor:
+    """∇ᵀP; sparse pairs (``tf.IndexedSlices``) must share their deduplicated row indices."""
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.reduce_sum(gradient.values * direction.values)
+    return tf.reduce_sum(gradient * direction)
+
+
 def kl_clip_scale(gradients, directions, learning_rate, kl_clip) -> tf.Tensor:
     """ν = min(1, sqrt(c / (η² Σ ∇ᵀP))) over all parameters."""
-    inner = tf.add_n([tf.reduce_sum(g * p) for g, p in zip(gradients, directions)])
+    inner = tf.add_n([_inner_product(g, p) for g, p in zip(gradients, directions)])
     learning_rate = tf.cast(tf.convert_to_tensor(learning_rate), inner.dtype)
-    bound = kl_clip / tf.maximum(learning_rate**2 * inner, 1e-30)
-    return tf.minimum(1.0, tf.sqrt(bound))
+    bound = tf.cast(kl_clip, inner.dtype) / tf.maximum(learning_rate**2 * inner, 1e-30)
+    return tf.minimum(tf.cast(1.0, inner.dtype), tf.sqrt(bound))
