@@ -425,3 +425,128 @@ def test_one_kfac_step_with_every_block_matches_numpy(build, scale_shift):
         expected = -LEARNING_RATE * scale * direction - LEARNING_RATE * WEIGHT_DECAY * theta
         np.testing.assert_allclose(variable.numpy() - theta, expected, rtol=1e-6,
                                    atol=1e-9 * np.abs(expected).max(), err_msg=variable.path)
+
+
+# ------------------------------------------------------------------ coverage of real models
+@pytest.mark.parametrize("name, kwargs, input_shape", [
+    ("transformer", {}, (28, 28, 1)),
+    ("resnet32", {"batch_norm": True, "bn_affine": True}, (32, 32, 3)),
+])
+def test_kfac_blocks_cover_the_transformer_and_a_bn_affine_resnet32(name, kwargs, input_shape):
+    import tfwd.models
+
+    model = tfwd.models.build(name, input_shape=input_shape, num_classes=10, seed=0, **kwargs)
+    blocks, _ = split_blocks(model)
+    covered = sum(v.shape.num_elements() for b in blocks for v in b.variables)
+    total = sum(v.shape.num_elements() for v in model.trainable_variables)
+    assert covered >= 0.99 * total, (covered, total)
+
+
+# ------------------------------------------------------------------ dtypes and replicas
+def attention_model(dtype=None, batch_norm=True):
+    """``sequence_model`` in the current dtype policy (weights are copied in by the caller)."""
+    ids = keras.Input((3,), dtype="int32")
+    h = keras.layers.Embedding(7, 4, name="embedding", dtype=dtype)(ids)
+    h = keras.layers.LayerNormalization(name="norm", dtype=dtype)(h)
+    h = keras.layers.MultiHeadAttention(2, 2, name="attention", dtype=dtype)(h, h)
+    h = keras.layers.Dense(4, activation="tanh", name="dense", dtype=dtype)(h)
+    h = keras.layers.Conv1D(2, 2, name="conv1d", dtype=dtype)(h)
+    if batch_norm:
+        h = keras.layers.BatchNormalization(name="bn", dtype=dtype)(h)
+    h = keras.layers.Flatten(dtype=dtype)(h)
+    logits = keras.layers.Dense(CLASSES, name="top", dtype="float32" if dtype is None else dtype)(h)
+    return keras.Model(ids, logits)
+
+
+def kfac_steps(model, weights, steps=3, loss_scale=None):
+    """Weights after ``steps`` K-FAC steps (statistics and inverses every step) from ``weights``;
+    ``loss_scale``: wrap K-FAC in a LossScaleOptimizer starting at that scale."""
+    from tfwd.optimizers import KFAC
+    from tfwd.train import TrainStep
+
+    for variable, value in zip(model.trainable_variables, weights):
+        variable.assign(value.astype(variable.dtype))
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 7, (8 * steps, 3)).astype(np.int32)
+    y = rng.integers(0, CLASSES, 8 * steps)
+    with model.distribute_strategy.scope():
+        optimizer = KFAC(0.05, gauss_newton_samples=None, damping=0.05, cov_every=1,
+                         inv_every=1, kl_clip=1e-2, weight_decay=1e-3)
+        compiled = optimizer if loss_scale is None else \
+            keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=loss_scale)
+        model.compile(optimizer=compiled,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        optimizer.attach(model)
+    TrainStep(model).install()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    return [v.numpy().astype(np.float64) for v in model.trainable_variables]
+
+
+def _relative_change_error(result, reference, start):
+    change = np.concatenate([(r - s).ravel() for r, s in zip(reference, start)])
+    error = np.concatenate([(a - r).ravel() for a, r in zip(result, reference)])
+    return np.linalg.norm(error) / np.linalg.norm(change)
+
+
+@pytest.mark.parametrize("policy, tolerance", [
+    # bfloat16 keeps 8 significant bits (ε = 2⁻⁸ ≈ 4e-3 per rounding) through the forward and
+    # backward passes; statistics, inverses and updates are float32. float64: the float32
+    # reference's own rounding (ε = 6e-8, amplified by the damped inverses) dominates.
+    ("mixed_bfloat16", 5e-2), ("mixed_float16", 5e-3), ("float64", 1e-4),
+])
+def test_mixed_precision_and_float64_kfac_steps_agree_with_float32(policy, tolerance):
+    reference_model = attention_model()
+    start = [v.numpy() for v in reference_model.trainable_variables]
+    reference = kfac_steps(reference_model, start)
+    previous = keras.config.dtype_policy().name
+    try:
+        keras.config.set_dtype_policy(policy)
+        model = attention_model()
+        if policy.startswith("mixed"):
+            assert model.get_layer("dense").compute_dtype == policy.split("_")[1]
+            assert all(v.dtype == "float32" for v in model.trainable_variables)
+        # float16: a loss scale of 2⁷ that no step overflows (Keras's default 2¹⁵ skips the
+        # first steps, as it should); K-FAC must see the unscaled gradients.
+        result = kfac_steps(model, start, loss_scale=2.0**7 if policy == "mixed_float16" else None)
+        if policy == "mixed_float16":
+            assert float(model.optimizer.dynamic_scale) == 2.0**7  # no step was skipped
+    finally:
+        keras.config.set_dtype_policy(previous)
+    error = _relative_change_error(result, reference, start)
+    assert error < tolerance, error
+    # and the steps moved the weights far more than that
+    assert _relative_change_error(start, reference, start) == pytest.approx(1.0)
+
+
+def test_two_replicas_take_the_steps_of_one_with_every_sequence_block(two_replicas):
+    one = attention_model(batch_norm=False)  # batch norm's statistics are per replica
+    start = [v.numpy() for v in one.trainable_variables]
+    single = kfac_steps(one, start)
+    with two_replicas.scope():
+        two = attention_model(batch_norm=False)
+    replicated = kfac_steps(two, start)
+    assert _relative_change_error(replicated, single, start) < 1e-4
+
+
+def test_embedding_preconditions_a_sparse_gradient_row_by_row_without_densifying():
+    layer = keras.layers.Embedding(50, 3, embeddings_initializer=_init(1))
+    model = model_with(layer, (4,), integer_inputs=True)
+    ids = np.array([[1, 7, 7, 9]], np.int32)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(tf.square(model(ids)))
+    gradient = tape.gradient(value, layer.embeddings)
+    assert isinstance(gradient, tf.IndexedSlices)
+    block = block_for(layer)
+    A = np.linspace(0.5, 1.5, 50)
+    G = np.eye(3) + 0.3
+    inverses = block.damped_inverses([tf.constant(A, tf.float32), tf.constant(G, tf.float32)], 0.01)
+    (direction,) = block.precondition([gradient], inverses)
+    assert isinstance(direction, tf.IndexedSlices)
+    assert sorted(direction.indices.numpy()) == [1, 7, 9]  # each looked-up row once
+    dense = np.zeros((50, 3))
+    np.add.at(dense, gradient.indices.numpy(), gradient.values.numpy())
+    pi = numpy_pi(A.mean(), np.trace(G) / 3)
+    expected = (dense / (A + pi * 0.1)[:, None]) @ np.linalg.inv(G + 0.1 / pi * np.eye(3))
+    np.testing.assert_allclose(tf.convert_to_tensor(direction).numpy(), expected, rtol=1e-5,
+                               atol=1e-7)

@@ -13,8 +13,9 @@ over the output vectors u of ``tfwd.curvature.statistics``, per-example gradient
 3. ``input_statistics(record)`` and ``output_statistics(record, g)``: this batch's
    statistics, in ``factor_specs`` order (input statistics first). The output statistics are
    linear in g gᵀ and the step sums them over the output vectors u with their weights.
-4. ``factor_specs``/``inverse_specs``: the state it holds (moving averages of the statistics,
-   and their damped inverses), created by the optimizer through ``create_state``.
+4. ``factor_specs``/``inverse_specs``: the state it holds, ``factors`` (moving averages of
+   the statistics) and ``inverses`` (their damped inverses); the optimizer creates these
+   variables from the specs (so a reloaded optimizer can rebuild them) and binds them.
 5. ``damped_inverses(factors, damping)`` (with ``inverse_cost``, its FLOP estimate, for
    scheduling inverses across replicas) and ``precondition(gradients, inverses)`` = C_λ⁻¹ ∇θ.
 6. ``to_dense(factors)``: C as a [dim θ, dim θ] matrix, for tests against brute force.
@@ -96,7 +97,9 @@ class CurvatureBlock:
     def __init__(self, layer, options: BlockOptions):
         self.check(layer)
         self.layer = layer
-        self.name = layer.name
+        # Unique in a model (MultiHeadAttention's sublayers are all named "query", …):
+        # the layer's path, e.g. "attention_1/query"; its name for a top-level layer.
+        self.name = getattr(layer, "path", None) or layer.name
         self.options = options
         self.factors: list = []  # optimizer variables, in factor_specs order
         self.inverses: list = []  # optimizer variables, in inverse_specs order
@@ -144,15 +147,6 @@ class CurvatureBlock:
     def dtype(self) -> tf.DType:
         """The dtype of the block's statistics, factors and inverses."""
         return curvature_dtype(self.variables[0].dtype)
-
-    def create_state(self, add_variable) -> None:
-        """Create factors and inverses with ``add_variable(shape, initializer, dtype, name)``."""
-        def make(spec):
-            return add_variable(spec.shape, lambda shape, dtype=None: initial_value(spec, self.dtype),
-                                self.dtype, f"{self.name}_{spec.label}")
-
-        self.factors = [make(spec) for spec in self.factor_specs()]
-        self.inverses = [make(spec) for spec in self.inverse_specs()]
 
     def statistics(self, record: Record, weighted_output_gradients) -> list[tf.Tensor]:
         """This batch's statistics: input ones, then Σ_u w_u · output ones of g_u = J_sᵀu."""

@@ -264,7 +264,7 @@ class EinsumLayout:
     axes are not a Dense and are rejected.
     """
 
-    def __init__(self, equation: str, input_rank: int, name: str):
+    def __init__(self, equation: str, input_rank: int, kernel_shape, name: str):
         inputs, rest = equation.replace(" ", "").split(",")
         kernel, output = rest.split("->")
         if "..." in inputs:
@@ -274,6 +274,7 @@ class EinsumLayout:
         if "..." in kernel or len(inputs) != input_rank:
             raise UnsupportedLayerError(f"EinsumDense {name!r}: cannot read equation {equation!r}.")
         self.inputs, self.kernel, self.output = inputs, kernel, output
+        self.sizes = dict(zip(kernel, kernel_shape))  # every contracted and free axis
         self.batch = inputs[0]
         self.shared = [c for c in inputs[1:] if c in output and c not in kernel]
         self.contracted = [c for c in inputs if c in kernel and c not in output]
@@ -292,10 +293,13 @@ class EinsumLayout:
 
     def kernel_to_matrix(self, kernel):
         ordered = tf.transpose(kernel, self._permutation(self.kernel, self.contracted + self.free))
-        rows = 1
-        for c in self.contracted:
-            rows *= kernel.shape[self.kernel.index(c)]
-        return tf.reshape(ordered, [rows, -1])
+        return tf.reshape(ordered, [self.size(self.contracted), self.size(self.free)])
+
+    def size(self, axes) -> int:
+        total = 1
+        for c in axes:
+            total *= self.sizes[c]
+        return total
 
     def matrix_to_kernel(self, matrix, kernel_shape):
         order = self.contracted + self.free
@@ -306,10 +310,7 @@ class EinsumLayout:
     def rows(self, tensor, spec: str, last):
         """[B, T, d] rows of ``tensor`` (axes ``spec``): batch, shared, then ``last`` axes."""
         ordered = tf.transpose(tensor, self._permutation(spec, [self.batch] + self.shared + last))
-        size = 1
-        for c in last:
-            size *= tensor.shape[spec.index(c)]
-        return tf.reshape(ordered, [tf.shape(tensor)[0], -1, size])
+        return tf.reshape(ordered, [tf.shape(tensor)[0], -1, self.size(last)])
 
 
 class EinsumDenseBlock(KroneckerFactoredBlock):
@@ -319,7 +320,8 @@ class EinsumDenseBlock(KroneckerFactoredBlock):
 
     def __init__(self, layer, options):
         super().__init__(layer, options)
-        self.layout = EinsumLayout(layer.equation, _input_rank(layer), layer.name)
+        self.layout = EinsumLayout(layer.equation, _input_rank(layer), layer.kernel.shape,
+                                   layer.name)
         if self.bias is not None and sorted(layer.bias_axes) != sorted(self.layout.free):
             raise UnsupportedLayerError(
                 f"EinsumDense {layer.name!r}: bias_axes {layer.bias_axes!r} differ from the "
@@ -331,10 +333,7 @@ class EinsumDenseBlock(KroneckerFactoredBlock):
 
     @property
     def output_dim(self) -> int:
-        size = 1
-        for c in self.layout.free:
-            size *= self.layer.kernel.shape[self.layout.kernel.index(c)]
-        return size
+        return self.layout.size(self.layout.free)
 
     def linear(self, inputs):
         return keras.ops.einsum(self.layer.equation, inputs, self.layer.kernel)

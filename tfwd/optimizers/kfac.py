@@ -221,7 +221,8 @@ class KFAC(keras.optimizers.Optimizer):
 
     def _state_variable(self, layer_name, spec: StateSpec, dtype):
         return self.add_variable(spec.shape, lambda shape, dtype=None: initial_value(spec, dtype),
-                                 dtype=dtype, name=f"{layer_name}_{spec.label}")
+                                 dtype=dtype,
+                                 name=f"{layer_name.replace('/', '_')}_{spec.label}")
 
     def _bind_state(self):
         """Give each block its factor and inverse variables (built from the saved shapes)."""
