@@ -97,9 +97,10 @@ class CurvatureBlock:
     def __init__(self, layer, options: BlockOptions):
         self.check(layer)
         self.layer = layer
-        # Unique in a model (MultiHeadAttention's sublayers are all named "query", …):
-        # the layer's path, e.g. "attention_1/query"; its name for a top-level layer.
-        self.name = getattr(layer, "path", None) or layer.name
+        # Records and state are keyed by it; ``registry.split_blocks`` replaces a name that
+        # several layers of the model share (MultiHeadAttention's sublayers are all "query",
+        # …) by the layer's path, e.g. "attention_1/query".
+        self.name = layer.name
         self.options = options
         self.factors: list = []  # optimizer variables, in factor_specs order
         self.inverses: list = []  # optimizer variables, in inverse_specs order

@@ -19,15 +19,13 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
+from tfwd.curvature.inverse import pi_split
 from tfwd.curvature.kronecker import EIGH_INVERSE_FLOPS_PER_CUBE, check_float_kernel
 
 
 def batched_damped_inverses(A: tf.Tensor, G: tf.Tensor, damping):
     """(A_c + π_c√λ I)⁻¹, (G_c + √λ/π_c I)⁻¹ for stacks [C, n, n] (``inverse.damped_inverses``)."""
-    mean_a = tf.linalg.trace(A) / tf.cast(tf.shape(A)[-1], A.dtype)
-    mean_g = tf.linalg.trace(G) / tf.cast(tf.shape(G)[-1], G.dtype)
-    ok = tf.logical_and(mean_a > 0, mean_g > 0)
-    pi = tf.where(ok, tf.sqrt(mean_a / tf.where(ok, mean_g, 1.0)), tf.ones_like(mean_a))
+    pi = pi_split(A, G)  # [C]
     root = tf.sqrt(tf.cast(damping, A.dtype))
 
     def inverse(matrix, shift):

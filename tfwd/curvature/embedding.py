@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec
-from tfwd.curvature.inverse import inverse_via_eigh
+from tfwd.curvature.inverse import inverse_via_eigh, pi_from_mean_eigenvalues
 from tfwd.curvature.kronecker import (EIGH_INVERSE_FLOPS_PER_CUBE, check_float_kernel,
                                       kronecker_to_dense)
 
@@ -77,10 +77,8 @@ class EmbeddingBlock(CurvatureBlock):
 
     def damped_inverses(self, factors, damping) -> list:
         A, G = factors
-        mean_a = tf.reduce_mean(A)
-        mean_g = tf.linalg.trace(G) / tf.cast(tf.shape(G)[0], G.dtype)
-        ok = tf.logical_and(mean_a > 0, mean_g > 0)
-        pi = tf.where(ok, tf.sqrt(mean_a / tf.where(ok, mean_g, 1.0)), tf.ones_like(mean_a))
+        pi = pi_from_mean_eigenvalues(tf.reduce_mean(A),
+                                      tf.linalg.trace(G) / tf.cast(tf.shape(G)[0], G.dtype))
         root = tf.sqrt(tf.cast(damping, A.dtype))
         return [1.0 / (A + pi * root), inverse_via_eigh(G, root / pi)]
 

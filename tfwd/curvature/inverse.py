@@ -18,12 +18,18 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def pi_split(A: tf.Tensor, G: tf.Tensor) -> tf.Tensor:
-    """π = sqrt((tr(A)/dim A) / (tr(G)/dim G)); 1 when either trace vanishes."""
-    mean_a = tf.linalg.trace(A) / tf.cast(tf.shape(A)[0], A.dtype)
-    mean_g = tf.linalg.trace(G) / tf.cast(tf.shape(G)[0], G.dtype)
+def pi_from_mean_eigenvalues(mean_a: tf.Tensor, mean_g: tf.Tensor) -> tf.Tensor:
+    """π = sqrt(mean_a / mean_g) (elementwise) from the factors' mean eigenvalues tr/dim;
+    1 where either vanishes."""
     ok = tf.logical_and(mean_a > 0, mean_g > 0)
     return tf.where(ok, tf.sqrt(mean_a / tf.where(ok, mean_g, 1.0)), tf.ones_like(mean_a))
+
+
+def pi_split(A: tf.Tensor, G: tf.Tensor) -> tf.Tensor:
+    """π = sqrt((tr(A)/dim A) / (tr(G)/dim G)) of (stacks of) square factors."""
+    mean_a = tf.linalg.trace(A) / tf.cast(tf.shape(A)[-1], A.dtype)
+    mean_g = tf.linalg.trace(G) / tf.cast(tf.shape(G)[-1], G.dtype)
+    return pi_from_mean_eigenvalues(mean_a, mean_g)
 
 
 def inverse_via_eigh(matrix: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:

@@ -61,6 +61,10 @@ def split_blocks(model, options: BlockOptions | None = None) -> tuple[list, list
             blocks.append(block_for(layer, options))
         except UnsupportedLayerError:
             others.append(layer)
+    names = [block.name for block in blocks]
+    for block in blocks:
+        if names.count(block.name) > 1:
+            block.name = block.layer.path
     return blocks, others
 
 
