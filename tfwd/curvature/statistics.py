@@ -112,7 +112,8 @@ def kronecker_factors(
     """Per-layer K-FAC factors {layer name: (A, G)} of ``model`` on the batch ``x``.
 
     Works without any optimizer (STYLE rule 2). ``y`` is needed only for ``"empirical"``.
-    See ``KroneckerBlock`` for the factor definitions and ``output_vectors`` for curvatures.
+    See ``tfwd.curvature.kronecker`` for the factor definitions and ``output_vectors`` for
+    curvatures.
     """
     check_curvature(curvature)
     layers, _ = split_layers(model)
