@@ -454,7 +454,9 @@ def attention_model(dtype=None, batch_norm=True):
     if batch_norm:
         h = keras.layers.BatchNormalization(name="bn", dtype=dtype)(h)
     h = keras.layers.Flatten(dtype=dtype)(h)
-    logits = keras.layers.Dense(CLASSES, name="top", dtype="float32" if dtype is None else dtype)(h)
+    # Logits in float32 under mixed precision, as Keras recommends.
+    mixed = keras.config.dtype_policy().name.startswith("mixed")
+    logits = keras.layers.Dense(CLASSES, name="top", dtype="float32" if mixed else dtype)(h)
     return keras.Model(ids, logits)
 
 

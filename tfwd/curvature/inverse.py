@@ -60,7 +60,10 @@ def _inner_product(gradient, direction) -> tf.Tensor:
 
 def kl_clip_scale(gradients, directions, learning_rate, kl_clip) -> tf.Tensor:
     """ν = min(1, sqrt(c / (η² Σ ∇ᵀP))) over all parameters."""
-    inner = tf.add_n([_inner_product(g, p) for g, p in zip(gradients, directions)])
+    products = [_inner_product(g, p) for g, p in zip(gradients, directions)]
+    # Variables may differ in dtype (a float32 output layer in a float64 model).
+    dtype = tf.float64 if any(p.dtype == tf.float64 for p in products) else tf.float32
+    inner = tf.add_n([tf.cast(p, dtype) for p in products])
     learning_rate = tf.cast(tf.convert_to_tensor(learning_rate), inner.dtype)
     bound = tf.cast(kl_clip, inner.dtype) / tf.maximum(learning_rate**2 * inner, 1e-30)
     return tf.minimum(tf.cast(1.0, inner.dtype), tf.sqrt(bound))
