@@ -10,7 +10,8 @@ groups that weight decay is applied to (seed 000, section 3).
 
 Architectures (modules say which paper and section each comes from):
   mlp (depth, width), lenet, alexnet, vgg11, vgg13, vgg16, vgg19, resnet32 (width_factor=4),
-  resnet44 (width_factor=1).
+  resnet44 (width_factor=1), transformer (depth=2 blocks, width=64, num_heads=4, mlp_width=128;
+  normalized by LayerNormalization, so it takes no batch-norm options).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable
 
 import keras
 
-from . import alexnet, lenet, mlp, resnet, vgg
+from . import alexnet, lenet, mlp, resnet, transformer, vgg
 from .layers import BlockBuilder, GhostBatchNormalization, check_int
 
 __all__ = ["GhostBatchNormalization", "available", "build"]
@@ -35,7 +36,10 @@ _ARCHITECTURES: dict[str, Callable[..., keras.KerasTensor]] = {
     "vgg19": vgg.vgg19,
     "resnet32": resnet.resnet32,
     "resnet44": resnet.resnet44,
+    "transformer": transformer.transformer,
 }
+# Architectures normalized by their own LayerNormalization layers: no batch-norm options.
+_LAYER_NORMALIZED = ("transformer",)
 
 
 def available() -> list[str]:
@@ -48,7 +52,7 @@ def build(
     *,
     input_shape: tuple,
     num_classes: int,
-    batch_norm: bool = True,
+    batch_norm: bool | None = None,
     bn_affine: bool = False,
     ghost_batch_size: int | None = None,
     seed: int = 0,
@@ -60,12 +64,14 @@ def build(
       name: one of `available()`.
       input_shape: shape of one example, channels last, e.g. (28, 28, 1) or (32, 32, 3).
       num_classes: number of output logits.
-      batch_norm: batch norm after every hidden Dense/Conv2D (which then has no bias).
+      batch_norm: batch norm after every hidden Dense/Conv2D (which then has no bias); default
+        True, except for the layer-normalized transformer, which does not accept True.
       bn_affine: batch norm learns a scale γ and offset β (default: neither, as the papers).
       ghost_batch_size: if set, ghost batch norm with virtual batches of this many examples
         (`GhostBatchNormalization`; requires batch_norm=True).
       seed: initial weights are a function of `seed` only (Glorot-uniform kernels, zero biases).
-      **architecture_kwargs: `depth`, `width` for mlp; `width_factor` for resnet32/resnet44.
+      **architecture_kwargs: `depth`, `width` for mlp; `width_factor` for resnet32/resnet44;
+        `depth`, `width`, `num_heads`, `mlp_width` for transformer.
 
     Raises:
       ValueError: unknown `name` or architecture keyword, or an invalid value.
@@ -85,6 +91,15 @@ def build(
             f"{accepted or 'none'}."
         )
     check_int("num_classes", num_classes, minimum=1)
+    if name in _LAYER_NORMALIZED:
+        if batch_norm or bn_affine or ghost_batch_size is not None:
+            raise ValueError(
+                f"{name} normalizes with LayerNormalization; leave batch_norm, bn_affine and "
+                "ghost_batch_size unset (or batch_norm=False)."
+            )
+        batch_norm = False
+    elif batch_norm is None:
+        batch_norm = True
     blocks = BlockBuilder(
         batch_norm=batch_norm, bn_affine=bn_affine, ghost_batch_size=ghost_batch_size, seed=seed
     )

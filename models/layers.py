@@ -180,9 +180,11 @@ class BlockBuilder:
 
     Names, in order of creation and counted from 1 per kind: `conv_<i>` (Conv2D),
     `dense_<i>` (hidden Dense), `bn_<i>` (batch norm, plain or ghost), `relu_<i>`,
-    `pool_<i>`, `add_<i>`; the output layer is `top`. The `j`-th weight layer created
-    (Dense or Conv2D, counted from 0) gets the Glorot-uniform seed `derive_seed(seed, j)`,
-    so equal seeds give equal initial weights without touching global random state.
+    `pool_<i>`, `add_<i>`, and for the transformer `embedding_<i>`, `norm_<i>` (layer norm),
+    `attention_<i>`; the output layer is `top`. The `j`-th randomly initialized weight
+    (a Dense/Conv2D kernel, an embedding table, each attention projection; counted from 0) is
+    drawn with seed `derive_seed(seed, j)`, so equal seeds give equal initial weights without
+    touching global random state.
 
     Args:
       batch_norm: put batch norm after every hidden Dense/Conv2D (which then has no bias).
@@ -228,13 +230,55 @@ class BlockBuilder:
         """`conv` then ReLU."""
         return self.relu(self.conv(x, filters, kernel_size, strides, padding))
 
-    def dense_relu(self, x, units: int):
-        """Hidden Dense, batch norm if enabled, then ReLU."""
+    def dense(self, x, units: int):
+        """Hidden Dense (linear), followed by batch norm if enabled."""
         x = keras.layers.Dense(
             units, activation=None, use_bias=not self.batch_norm, **self._initializers(),
             name=self._name("dense"),
         )(x)
-        return self.relu(self._normalize(x))
+        return self._normalize(x)
+
+    def dense_relu(self, x, units: int):
+        """`dense` then ReLU."""
+        return self.relu(self.dense(x, units))
+
+    def embedding(self, indices, input_dim: int, output_dim: int):
+        """Embedding `embedding_<i>`: rows drawn from N(0, 0.02²), seeded (ViT's position
+        embedding initialization, Dosovitskiy et al. 2021)."""
+        seed = self._next_weight_layer_seed()
+        return keras.layers.Embedding(
+            input_dim, output_dim, name=self._name("embedding"),
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02, seed=seed),
+        )(indices)
+
+    def layer_norm(self, x):
+        """LayerNormalization `norm_<i>` over the last axis with γ and β (ε = 1e-6, as ViT)."""
+        return keras.layers.LayerNormalization(epsilon=1e-6, name=self._name("norm"))(x)
+
+    def self_attention(self, x, num_heads: int):
+        """MultiHeadAttention `attention_<i>` of x on itself, key_dim = width / num_heads.
+
+        Keras gives the query, key, value and output projections (`EinsumDense` layers, with
+        zero biases) clones of one initializer, so a seeded initializer would make the query,
+        key and value kernels equal. The layer is therefore built with zero kernels and each
+        projection's kernel drawn afterwards, Glorot-uniform (Keras's default for this layer),
+        from its own seed.
+        """
+        width = x.shape[-1]
+        if width % num_heads:
+            raise ValueError(
+                f"the attention width {width} must be divisible by num_heads={num_heads}."
+            )
+        attention = keras.layers.MultiHeadAttention(
+            num_heads, key_dim=width // num_heads, kernel_initializer="zeros",
+            name=self._name("attention"),
+        )
+        outputs = attention(x, x)
+        for projection in (attention.query_dense, attention.key_dense,
+                           attention.value_dense, attention.output_dense):
+            initializer = keras.initializers.GlorotUniform(seed=self._next_weight_layer_seed())
+            projection.kernel.assign(initializer(projection.kernel.shape))
+        return outputs
 
     def top(self, x, num_classes: int):
         """The output layer `top`: Dense with bias, returning logits."""
@@ -261,11 +305,16 @@ class BlockBuilder:
             return keras.layers.BatchNormalization(**affine)(x)
         return GhostBatchNormalization(self.ghost_batch_size, **affine)(x)
 
-    def _initializers(self) -> dict:
+    def _next_weight_layer_seed(self) -> int:
         seed = derive_seed(self.seed, self._weight_layers)
         self._weight_layers += 1
+        return seed
+
+    def _initializers(self) -> dict:
         return {
-            "kernel_initializer": keras.initializers.GlorotUniform(seed=seed),
+            "kernel_initializer": keras.initializers.GlorotUniform(
+                seed=self._next_weight_layer_seed()
+            ),
             "bias_initializer": "zeros",
         }
 

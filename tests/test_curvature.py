@@ -26,6 +26,7 @@ from tfwd.curvature.capture import LayerCapture, UnsupportedLayerError, split_la
 from tfwd.curvature.inverse import damped_inverses, kl_clip_scale, pi_split, precondition
 from tfwd.curvature.statistics import kronecker_factors
 from tfwd.optimizers import KFAC
+from tfwd.train import TrainStep
 
 EXACT = dict(rtol=1e-10, atol=1e-12)  # float64 end to end: round-off only
 
@@ -413,6 +414,7 @@ def kfac_one_step(decay_type, kl_clip):
                      weight_decay=WEIGHT_DECAY, decay_type=decay_type)
     model.compile(optimizer=optimizer, loss="mse")
     optimizer.attach(model)
+    TrainStep(model).install()
     before = {layer.name: np.concatenate([layer.kernel.numpy(), layer.bias.numpy()[None]])
               for layer in model.layers}
     expected = {t: expected_kfac_step(model, x, y, t, kl_clip) for t in ("decoupled", "l2")}

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tfwd.optimizers
-from tfwd.curvature.step import forward_backward
+from tfwd.train import TrainStep
 
 GLOBAL_BATCH = 16
 STEPS = 4
@@ -53,6 +53,7 @@ def _build(kind):
         optimizer.attach(model)
     else:
         optimizer.build(model.trainable_variables)
+    TrainStep(model).install()
     return model, optimizer
 
 
@@ -64,13 +65,8 @@ def run_steps(strategy, kind, loop):
     if loop == "fit":
         model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     else:
-        consumers = [optimizer] if kind.startswith("kfac") else []
-
-        def replica_step(x, y):
-            _, _, gradients = forward_backward(model, optimizer, consumers, x, y)
-            optimizer.apply(gradients, model.trainable_weights)
-
-        step = tf.function(lambda x, y: strategy.run(replica_step, args=(x, y)))
+        step = tf.function(lambda x, y: strategy.run(model.train_step.__self__.replica_step,
+                                                     args=(x, y)))
         for x, y in strategy.experimental_distribute_dataset(dataset):
             step(x, y)
     return [v.numpy() for v in model.trainable_weights]
@@ -127,3 +123,30 @@ def test_runs_in_one_process_share_one_mirrored_strategy(two_replicas):
 
     assert make_strategy("mirrored", 2) is two_replicas
     assert make_strategy("mirrored", 2).num_replicas_in_sync == 2
+
+
+def test_an_ordinary_kfac_step_all_reduces_what_an_sgd_step_does(two_replicas, monkeypatch):
+    # Count the elements each all-reduce of the traced fit step reduces, by the graph it sits
+    # in: K-FAC's factor statistics may only be reduced inside its statistics-step branch.
+    reductions = []
+    cross_device_ops = two_replicas.extended._cross_device_ops
+    original = cross_device_ops.batch_reduce
+
+    def counting_batch_reduce(reduce_op, value_destination_pairs, options=None):
+        size = sum(v.values[0].shape.num_elements() for v, _ in value_destination_pairs)
+        reductions.append((tf.compat.v1.get_default_graph().name, size))
+        return original(reduce_op, value_destination_pairs, options)
+
+    monkeypatch.setattr(cross_device_ops, "batch_reduce", counting_batch_reduce)
+    counts = {}
+    for kind in ("sgd", "kfac"):
+        reductions.clear()
+        with two_replicas.scope():
+            model, optimizer = _build(kind)
+        model.fit(_data().take(1), epochs=1, verbose=0)
+        counts[kind] = list(reductions)
+    parameters = sum(v.shape.num_elements() for v in model.trainable_variables)
+    factors = sum(f.shape.num_elements() for fs in optimizer.block_factors for f in fs)
+    assert [size for _, size in counts["sgd"]] == [parameters]
+    assert [size for graph, size in counts["kfac"] if "cond" not in graph] == [parameters]
+    assert sum(size for graph, size in counts["kfac"] if "cond" in graph) == factors

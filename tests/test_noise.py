@@ -16,7 +16,7 @@ import tensorflow as tf
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.diagonal import diagonal_fisher
-from tfwd.curvature.step import install_train_step
+from tfwd.train import TrainStep
 from tfwd.noise import KINDS, CurvatureNoise, make_noise, noise_scale
 from tfwd.noise.batch import NoiseBatch, rademacher
 from tfwd.noise.kfac import FLOAT32_EPSILON, square_root_factor
@@ -481,7 +481,7 @@ def fitted_weights(kind, strategy=None, noise_until_epoch=50):
         noise = make_noise(kind, model, large_batch_size=8, small_batch_size=2, steps_per_epoch=2,
                            noise_until_epoch=noise_until_epoch, seed=7)
         if noise is not None:
-            install_train_step(model, [noise])
+            TrainStep(model, [noise]).install()
     history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     return [w.numpy() for w in model.trainable_weights]
@@ -512,7 +512,7 @@ def test_fit_step_adds_the_draw_of_sample_for_batch(kind):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     noise = make_noise(kind, model, large_batch_size=8, small_batch_size=2, steps_per_epoch=1,
                        seed=7)
-    install_train_step(model, [noise])
+    TrainStep(model, [noise]).install()
     before = flatten(model.trainable_weights)
     gradient = np.mean(per_example_gradients(model, x, y), axis=0)
     draw = flatten(noise.sample_for_batch(x, y, step=0))
@@ -537,7 +537,7 @@ def test_two_replica_fit_step_is_gradient_plus_the_sum_of_replica_draws(two_repl
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         noise = make_noise("diag_fisher", model, large_batch_size=8, small_batch_size=2,
                            steps_per_epoch=1, seed=7)
-        install_train_step(model, [noise])
+        TrainStep(model, [noise]).install()
     before = flatten(model.trainable_weights)
     gradient = np.mean(per_example_gradients(model, x, y), axis=0)
     draws_by_replica = [flatten(noise.sample_for_batch(x[4 * r:4 * r + 4], y[4 * r:4 * r + 4], step=0,

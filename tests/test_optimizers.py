@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from tfwd.optimizers import KFAC, SGD, Adam, EpochStepDecay, WeightDecay, scaled_learning_rate
+from tfwd.train import TrainStep
 
 LEARNING_RATE = 0.125
 WEIGHT_DECAY = 0.0625
@@ -294,6 +295,7 @@ def fit(optimizer, epochs, batch_size=16):
     model.compile(optimizer=optimizer, loss=CROSS_ENTROPY)
     if isinstance(optimizer, KFAC):
         optimizer.attach(model)
+        TrainStep(model).install()
     before = float(CROSS_ENTROPY(y, model(x)))
     model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
     after = float(CROSS_ENTROPY(y, model(x)))

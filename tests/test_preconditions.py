@@ -8,6 +8,7 @@ from tfwd.curvature.preconditions import check_outputs_logits
 from tfwd.curvature.statistics import kronecker_factors
 from tfwd.noise import make_noise
 from tfwd.optimizers import KFAC, SGD
+from tfwd.train.step import TrainStep
 
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -90,10 +91,8 @@ def _data(seed=0, batch=8):
 def test_noise_refuses_an_unsupported_loss_when_it_trains():
     model = _classifier()
     model.compile(optimizer=SGD(0.1), loss="mse")
-    from tfwd.curvature.step import install_train_step
-
-    install_train_step(model, [make_noise("diag_fisher", model, large_batch_size=8,
-                                          small_batch_size=2, steps_per_epoch=1)])
+    TrainStep(model, [make_noise("diag_fisher", model, large_batch_size=8,
+                                 small_batch_size=2, steps_per_epoch=1)]).install()
     x, y = _data()
     with pytest.raises(ValueError, match="CurvatureNoise with curvature 'noise'"):
         model.fit(x, keras.ops.one_hot(y, 3), batch_size=8, epochs=1, verbose=0)
@@ -103,6 +102,7 @@ def test_kfac_refuses_sample_weights():
     model = _classifier()
     model.compile(optimizer=KFAC(cov_every=1, inv_every=1), loss=LOGITS_LOSS)
     model.optimizer.attach(model)
+    TrainStep(model).install()
     x, y = _data()
     with pytest.raises(ValueError, match="sample_weight"):
         model.fit(x, y, sample_weight=np.linspace(0.1, 1, 8), batch_size=8, verbose=0)
@@ -119,6 +119,7 @@ def test_empirical_curvature_takes_one_hot_labels_as_the_integer_labels_they_enc
     model.compile(optimizer=KFAC(curvature="empirical", cov_every=1, inv_every=1),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     model.optimizer.attach(model)
+    TrainStep(model).install()
     model.fit(x, np.eye(3, dtype="float32")[y], batch_size=8, epochs=1, verbose=0)
 
 
@@ -138,6 +139,7 @@ def test_decay_group_predicates_receive_keras_variables(make_optimizer):
     model.compile(optimizer=make_optimizer(kernels), loss=LOGITS_LOSS)
     if isinstance(model.optimizer, KFAC):
         model.optimizer.attach(model)
+        TrainStep(model).install()
     x, y = _data()
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert seen and all(isinstance(v, keras.Variable) for v in seen)

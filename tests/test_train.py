@@ -13,7 +13,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from tfwd.launch import train as launcher
-from tfwd.train import TrainConfig, train
+from tfwd.train import TrainConfig, TrainStep, train
 
 TINY_MLP = {"depth": 1, "width": 32}
 
@@ -117,12 +117,14 @@ def test_kfac_keras_file_reload_continues_training_exactly(tmp_path):
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     optimizer.attach(model)
+    TrainStep(model).install()
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     path = str(tmp_path / "kfac.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
     assert isinstance(reloaded.optimizer, tfwd.optimizers.KFAC)
     reloaded.optimizer.attach(reloaded)
+    TrainStep(reloaded).install()
     for a, b in zip(optimizer.variables, reloaded.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for m in (model, reloaded):  # 3 more steps: statistics, inverses and momentum all matter

@@ -53,6 +53,9 @@ DEFAULT_PLANS = {
                        kfac_whole_periods=False, kfac_statistics_per_round=1,
                        component_per_round=1, inverse_repeats=1),
     "lenet": ModelPlan("lenet", MNIST_SHAPE, rounds=2, steps_per_round=10),
+    # The MNIST transformer of tfwd.models (28 row tokens, d = 64, 2 blocks): every K-FAC
+    # block kind but the convolutions (Dense on tokens, EinsumDense, LayerNorm, Embedding).
+    "transformer": ModelPlan("transformer", MNIST_SHAPE, rounds=2, steps_per_round=10),
 }
 
 # --quick: tiny shapes and short periods, so the test runs the whole pipeline in seconds.

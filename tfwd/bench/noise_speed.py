@@ -14,7 +14,7 @@ from __future__ import annotations
 from tfwd.bench import steps
 from tfwd.bench.config import BenchConfig
 from tfwd.bench.timing import interleave, progress
-from tfwd.curvature.step import install_train_step
+from tfwd.train import TrainStep
 from tfwd.noise import make_noise
 
 TRAIN_EXAMPLES = 60_000  # MNIST's training set: sets steps_per_epoch as in training
@@ -43,7 +43,7 @@ def noise_step_ratios(config: BenchConfig) -> list[dict]:
                                small_batch_size=config.small_batch_size,
                                steps_per_epoch=steps_per_epoch,
                                noise_until_epoch=NOISE_UNTIL_EPOCH, seed=config.seed)
-            install_train_step(model, [noise])
+            TrainStep(model, [noise]).install()
             runs[kind] = steps.step_series(model, x, y, config.noise_steps_per_round)
         interleave(list(runs.values()), config.noise_rounds)
         plain = runs["plain"]

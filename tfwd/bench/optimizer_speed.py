@@ -19,11 +19,12 @@ Floor. What K-FAC cannot avoid on top of an SGD step, each part timed in isolati
 
     floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every
 
-* t_precondition: ``tfwd.curvature.inverse.precondition`` (A⁻¹ ∇W̃ G⁻¹) for every layer.
-* t_statistics: ``tfwd.curvature.statistics.kronecker_factors`` in training mode minus the
-  same captured forward pass alone — the extra backward pass and the A, G products.
-* t_inverse: ``tfwd.curvature.inverse.damped_inverses`` of every layer's (A, G) in one
-  compiled call, on real statistics of the benchmark batch.
+* t_precondition: every K-FAC block's ``precondition`` (A⁻¹ ∇W̃ G⁻¹ for the Kronecker
+  blocks, ``tfwd.curvature.block``).
+* t_statistics: ``tfwd.curvature.statistics.block_factors`` in training mode minus the
+  same captured forward pass alone — the extra backward pass and the statistics products.
+* t_inverse: every block's ``damped_inverses`` in one compiled call, on real statistics of
+  the benchmark batch.
 
 Everything entering one model and batch size's ratios (the four optimizers' steps, t_precondition,
 t_statistics) is timed in interleaved rounds (``tfwd.bench.timing``), so all see the same
@@ -40,10 +41,9 @@ import tensorflow as tf
 from tfwd.bench import steps
 from tfwd.bench.config import BenchConfig
 from tfwd.bench.timing import Sample, Series, interleave, measure, medians, progress, trace
-from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.capture import LayerCapture, split_layers
-from tfwd.curvature.inverse import damped_inverses, precondition
-from tfwd.curvature.statistics import kronecker_factors
+from tfwd.curvature.capture import LayerCapture
+from tfwd.curvature.registry import split_blocks
+from tfwd.curvature.statistics import block_factors
 
 STEP_TIME_DEFINITION = (
     "SGD/Adam: median of consecutive train_on_batch steps (first, tracing step discarded). "
@@ -57,36 +57,37 @@ STEP_TIME_DEFINITION = (
 FLOOR_DEFINITION = (
     "floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every; t_SGD the "
     "SGD step above; the others compiled tf.functions timed in isolation (medians, warm-up "
-    "excluded): precondition (A^-1 grad G^-1) of all layers; kronecker_factors in training mode "
-    "minus the same captured forward pass; damped_inverses of all layers in one call."
+    "excluded): precondition (A^-1 grad G^-1) of all K-FAC blocks; block_factors in training mode "
+    "minus the same captured forward pass; damped_inverses of all blocks in one call."
 )
 
 
-def _blocks(model) -> list[KroneckerBlock]:
-    layers, _ = split_layers(model)
-    return [KroneckerBlock.for_layer(layer) for layer in layers]
+def _blocks(model) -> list:
+    blocks, _ = split_blocks(model)
+    return blocks
 
 
 # ------------------------------------------------------------------ floor components
 def precondition_series(model, per_round: int) -> Series:
-    """A⁻¹ · ∇W̃ · G⁻¹ for every layer; random matrices of the real shapes as arguments
-    (never captured constants, which graph optimisation could fold away)."""
+    """Every block's preconditioning; random tensors of the real shapes as arguments (never
+    captured constants, which graph optimisation could fold away)."""
     blocks = _blocks(model)
-    gradients = [tf.random.normal([b.input_dim, b.output_dim]) for b in blocks]
-    input_inverses = [tf.random.normal([b.input_dim, b.input_dim]) for b in blocks]
-    output_inverses = [tf.random.normal([b.output_dim, b.output_dim]) for b in blocks]
-    function = tf.function(lambda gs, As, Gs: [precondition(g, A, G) for g, A, G in zip(gs, As, Gs)])
-    trace(function, gradients, input_inverses, output_inverses)
-    return Series(lambda: function(gradients, input_inverses, output_inverses), per_round)
+    gradients = [[tf.random.normal(v.shape) for v in b.variables] for b in blocks]
+    inverses = [[tf.random.normal(spec.shape) if spec.initializer == "identity"
+                 else tf.random.uniform(spec.shape) for spec in b.inverse_specs()] for b in blocks]
+    function = tf.function(lambda gs, inverses: [b.precondition(g, i) for b, g, i
+                                                 in zip(blocks, gs, inverses)])
+    trace(function, gradients, inverses)
+    return Series(lambda: function(gradients, inverses), per_round)
 
 
 def forward_series(model, x, per_round: int) -> Series:
     """The captured forward pass in training mode (what statistics add to)."""
-    layers, _ = split_layers(model)
+    blocks = _blocks(model)
 
     @tf.function
     def forward(x):
-        with LayerCapture(layers):
+        with LayerCapture(blocks):
             return model(x, training=True)
 
     trace(forward, x)
@@ -94,25 +95,29 @@ def forward_series(model, x, per_round: int) -> Series:
 
 
 def statistics_function(model, curvature: str, config: BenchConfig):
-    """Compiled (x, y) -> {layer: (A, G)}: forward pass + statistics, training mode."""
+    """Compiled (x, y) -> [statistics per block]: forward pass + statistics, training mode."""
+    blocks = _blocks(model)
+
     @tf.function
     def forward_and_statistics(x, y):
-        return kronecker_factors(model, x, y, curvature, seed=config.seed,
-                                 gauss_newton_samples=config.gauss_newton_samples, training=True)
+        return block_factors(model, blocks, x, y, curvature, seed=config.seed,
+                             gauss_newton_samples=config.gauss_newton_samples, training=True)
 
     return forward_and_statistics
 
 
-def inverse_cost(factors: dict, config: BenchConfig, repeats: int) -> dict:
-    """t_inverse: ``damped_inverses`` of every layer's (A, G) in one compiled call, as the
-    inverse step runs them."""
-    pairs = list(factors.values())
-    function = tf.function(lambda pairs: [damped_inverses(A, G, config.damping) for A, G in pairs])
-    trace(function, pairs)
-    series = measure(lambda: function(pairs), repeats)
-    progress(f"  inverses of {len(pairs)} layers: {series.median:.3f} s")
+def inverse_cost(model, factors: list, config: BenchConfig, repeats: int) -> dict:
+    """t_inverse: every block's ``damped_inverses`` in one compiled call, as the inverse step
+    runs them."""
+    blocks = _blocks(model)
+    function = tf.function(lambda factors: [b.damped_inverses(f, config.damping)
+                                            for b, f in zip(blocks, factors)])
+    trace(function, factors)
+    series = measure(lambda: function(factors), repeats)
+    progress(f"  inverses of {len(blocks)} blocks: {series.median:.3f} s")
     return {"wall": series.median, "cpu": series.cpu_median, **series.to_json(),
-            "factor_dims": [[int(A.shape[0]), int(G.shape[0])] for A, G in pairs]}
+            "factor_shapes": [[list(f.shape) for f in block_factors] for block_factors in factors],
+            "inverse_flops_estimate": sum(b.inverse_cost() for b in blocks)}
 
 
 # ------------------------------------------------------------------ entries
@@ -237,7 +242,8 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                                        inverse_step.cpu - statistics_step.cpu)
         if kfac_names and inverse is None:
             progress("  damped inverses in isolation (once per model)")
-            inverse = inverse_cost(statistics[kfac_names[0]](x, y), config, plan.inverse_repeats)
+            inverse = inverse_cost(probe, statistics[kfac_names[0]](x, y), config,
+                                   plan.inverse_repeats)
         for name in (o for o in timed if o in config.optimizers):
             run = runs[name]
             if name in kfac_names:

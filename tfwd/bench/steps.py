@@ -2,7 +2,7 @@
 
 A step is ``Model.train_on_batch`` on one fixed random batch of the dataset's shape — the
 same compiled train function ``fit`` runs (Keras's own step, or the taped step that K-FAC's
-``attach`` and ``install_train_step`` install), without any input pipeline. Loss: softmax
+``tfwd.train.TrainStep`` installs for K-FAC and the noise), without any input pipeline. Loss: softmax
 cross-entropy on logits; no metrics.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tfwd.models
 from tfwd import optimizers
 from tfwd.bench.config import BenchConfig, ModelPlan
 from tfwd.bench.timing import Sample, Series, timed_call
+from tfwd.train import TrainStep
 
 # Learning rates only keep the steps on random data finite; they do not affect speed.
 SGD_LEARNING_RATE, ADAM_LEARNING_RATE, KFAC_LEARNING_RATE = 1e-2, 1e-3, 1e-3
@@ -66,6 +67,7 @@ def compiled_model(optimizer_name: str, config: BenchConfig, plan: ModelPlan) ->
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     if isinstance(optimizer, optimizers.KFAC):
         optimizer.attach(model)
+        TrainStep(model).install()
     return model
 
 

@@ -1,4 +1,7 @@
-"""Kronecker-factored curvature blocks of Dense and Conv2D layers.
+"""The Dense/Conv2D geometry (patches, [W; b] layout, A and G) the noise and diagnostics use.
+
+K-FAC's blocks (every layer kind, with expand/reduce) are ``tfwd.curvature.kronecker`` and its
+siblings behind ``tfwd.curvature.block.CurvatureBlock``; their Dense/Conv2D factors are these.
 
 For a layer computing s = ã·W̃ at each of T locations (T = 1 for Dense; the output pixels for
 Conv2D, whose ã is the input patch), with ã = [a, 1] when the layer has a bias (the bias as the

@@ -1,138 +1,88 @@
-"""Capture each supported layer's inputs ``a`` and pre-activation outputs ``s``.
+"""Capture each block's layer inputs ``a`` and pre-activation outputs ``s``.
 
-Keras 3 has no forward/backward hooks, so while a ``LayerCapture`` is active every registered
-``Dense``/``Conv2D`` layer runs its own linear map here, records ``a`` and ``s`` (tensors of the
-forward pass the caller is taping), and then applies its activation. The caller asks its
-``tf.GradientTape`` for gradients with respect to the recorded ``s`` — that single capture
-serves K-FAC's factors, the curvature noise and the diagnostics (STYLE rule 2).
+Keras 3 has no forward/backward hooks, so while a ``LayerCapture`` is active every captured
+layer runs its block's ``forward`` (the layer's own math, ``tfwd.curvature.block``), which
+records ``a`` and ``s`` (tensors of the forward pass the caller is taping) and returns the
+layer output. The caller asks its ``tf.GradientTape`` for gradients with respect to the
+recorded ``s`` — that single capture serves K-FAC's statistics, the curvature noise and the
+diagnostics (STYLE rule 2).
 
-Supported: ``keras.layers.Dense`` and ``keras.layers.Conv2D`` (channels_last, groups=1, any
-stride and dilation, ``same``/``valid`` padding, with or without bias). Anything else that owns
-trainable weights is reported by ``split_layers`` so the optimizer can say what it does not
-precondition.
+``split_layers`` lists the ``Dense``/``Conv2D`` layers (the noise kinds and diagnostics work
+on those); K-FAC takes every layer with a registered block (``tfwd.curvature.registry``).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import keras
-import tensorflow as tf
+
+from tfwd.curvature.block import CurvatureBlock, Record, UnsupportedLayerError
+from tfwd.curvature.registry import block_for, leaf_layers
+
+__all__ = ["LayerCapture", "Record", "UnsupportedLayerError", "split_layers"]
+
+_KRONECKER_LAYERS = (keras.layers.Dense, keras.layers.Conv2D)
 
 
-class UnsupportedLayerError(ValueError):
-    """Raised when a layer asked for curvature cannot be handled."""
-
-
-@dataclasses.dataclass
-class Record:
-    """What one forward pass saw at one layer."""
-
-    inputs: tf.Tensor  # a: the layer input
-    preactivations: tf.Tensor  # s: the linear output before the activation
-    # ∂ℓ_b/∂s_b per example (no 1/B) of the training loss, when the step could read it off its
-    # own backward pass (tfwd.curvature.step); None otherwise.
-    example_gradients: tf.Tensor | None = None
-
-
-def _check_supported(layer) -> None:
-    if getattr(layer, "quantization_mode", None) is not None:
-        raise UnsupportedLayerError(
-            f"Layer {layer.name!r} is quantized; K-FAC needs float kernels."
-        )
-    if getattr(layer, "lora_enabled", False):
-        raise UnsupportedLayerError(f"Layer {layer.name!r} uses LoRA, which K-FAC does not support.")
-    if isinstance(layer, keras.layers.Conv2D):
-        if type(layer) is not keras.layers.Conv2D:
-            raise UnsupportedLayerError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) is not a plain Conv2D."
-            )
-        if layer.data_format != "channels_last":
-            raise UnsupportedLayerError(
-                f"Conv2D {layer.name!r} uses {layer.data_format}; only channels_last is supported."
-            )
-        if layer.groups != 1:
-            raise UnsupportedLayerError(f"Conv2D {layer.name!r} has groups={layer.groups}; need 1.")
-        if layer.padding not in ("same", "valid"):
-            raise UnsupportedLayerError(f"Conv2D {layer.name!r} padding {layer.padding!r}.")
-    elif type(layer) is not keras.layers.Dense:
-        raise UnsupportedLayerError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) is neither Dense nor Conv2D."
-        )
-
-
-def is_supported(layer) -> bool:
+def _is_dense_or_conv(layer) -> bool:
+    if type(layer) not in _KRONECKER_LAYERS:
+        return False
     try:
-        _check_supported(layer)
+        block_for(layer)
     except UnsupportedLayerError:
         return False
     return True
 
 
-def _leaf_layers(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer._layers:  # skip containers (nested models); their leaves are visited
-            yield layer
-
-
 def split_layers(model) -> tuple[list, list]:
     """(supported trainable Dense/Conv2D layers, other layers owning trainable weights)."""
     supported, others = [], []
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if not layer.trainable_weights:
             continue
-        (supported if is_supported(layer) else others).append(layer)
+        (supported if _is_dense_or_conv(layer) else others).append(layer)
     return supported, others
 
 
-def preactivation(layer, inputs):
-    """s = a·W (+ b) for Dense, conv(a, W) (+ b) for Conv2D: the layer without activation."""
-    if isinstance(layer, keras.layers.Conv2D):
-        outputs = layer.convolution_op(inputs, layer.kernel)
-    else:
-        outputs = keras.ops.matmul(inputs, layer.kernel)
-    if layer.use_bias:
-        outputs = outputs + layer.bias
-    return outputs
-
-
 class LayerCapture:
-    """Context manager recording ``Record(a, s)`` for each given layer during a forward pass.
+    """Context manager recording ``Record(a, s)`` for each given block (or layer) during a
+    forward pass; a layer is captured through its registered block.
 
     Usage::
 
-        with tf.GradientTape() as tape, LayerCapture(layers) as capture:
+        with tf.GradientTape() as tape, LayerCapture(blocks) as capture:
             logits = model(x, training=True)
-        g = tape.gradient(loss, [capture.records[l.name].preactivations for l in layers])
+        g = tape.gradient(loss, [capture.records[b.name].preactivations for b in blocks])
     """
 
-    def __init__(self, layers):
-        for layer in layers:
-            _check_supported(layer)
-        self.layers = list(layers)
+    def __init__(self, targets):
+        self.blocks = [t if isinstance(t, CurvatureBlock) else block_for(t) for t in targets]
         self.records: dict[str, Record] = {}
 
-    def _wrapped_call(self, layer):
+    @property
+    def layers(self) -> list:
+        return [block.layer for block in self.blocks]
+
+    def _wrapped_call(self, block):
         def call(inputs, *args, **kwargs):
-            if layer.name in self.records:
+            if block.name in self.records:
                 raise UnsupportedLayerError(
-                    f"Layer {layer.name!r} was called twice in one forward pass; K-FAC "
+                    f"Layer {block.name!r} was called twice in one forward pass; K-FAC "
                     "needs each registered layer applied once (shared layers are unsupported)."
                 )
-            s = preactivation(layer, inputs)
-            self.records[layer.name] = Record(inputs=inputs, preactivations=s)
-            return layer.activation(s) if layer.activation is not None else s
+            outputs, record = block.forward(inputs, *args, **kwargs)
+            self.records[block.name] = record
+            return outputs
 
         return call
 
     def __enter__(self):
         self.records = {}
-        for layer in self.layers:
+        for block in self.blocks:
             # An instance attribute shadows the class's call(); Operation.__call__ looks it up
             # on every call, so the functional graph runs through the wrapper.
-            object.__setattr__(layer, "call", self._wrapped_call(layer))
+            object.__setattr__(block.layer, "call", self._wrapped_call(block))
         return self
 
     def __exit__(self, *exc):
-        for layer in self.layers:
-            object.__delattr__(layer, "call")
+        for block in self.blocks:
+            object.__delattr__(block.layer, "call")
         return False

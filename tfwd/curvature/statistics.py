@@ -1,6 +1,6 @@
 """Per-layer Kronecker statistics (A, G) from one captured forward pass.
 
-The output-side vectors g of ``KroneckerBlock.output_factor`` are back-propagated from the
+The output-side vectors g of a block's ``output_statistics`` (``tfwd.curvature.block``) are back-propagated from the
 logits z with a vector u per example, g = J_sᵀ u (J_s = ∂z/∂s), so that E[ggᵀ] = J_sᵀ E[uuᵀ] J_s
 is the curvature we want (the model must output logits of a softmax cross-entropy):
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.registry import block_for
 
 CURVATURES = ("fisher", "gauss_newton", "empirical")
 
@@ -86,21 +86,23 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
     return [(probabilities - tf.one_hot(targets, num_classes, dtype=logits.dtype), 1.0)]
 
 
-def layer_statistics(blocks, records, tape, logits, labels, curvature, seed,
+def block_statistics(blocks, records, tape, logits, labels, curvature, seed,
                      gauss_newton_samples=None, example_offset=0, total_examples=None):
-    """[(A, G)] per block, from a capture's records and the (persistent) tape that saw them."""
+    """[[statistics of block] per block] (``CurvatureBlock.statistics``) from a capture's
+    records and the (persistent) tape that saw them; in each block's dtype (float32 under
+    mixed precision: the output vectors u are drawn from float32 logits)."""
     preactivations = [records[block.name].preactivations for block in blocks]
-    output_factors = [tf.zeros([b.output_dim, b.output_dim], logits.dtype) for b in blocks]
-    vectors = output_vectors(logits, labels, curvature, seed, gauss_newton_samples,
+    vectors = output_vectors(tf.cast(logits, tf.float32 if logits.dtype != tf.float64 else
+                                     tf.float64), labels, curvature, seed, gauss_newton_samples,
                              example_offset, total_examples)
+    per_block = [[] for _ in blocks]
     for vector, weight in vectors:
-        gradients = tape.gradient(logits, preactivations, output_gradients=tf.stop_gradient(vector))
-        output_factors = [
-            total + weight * block.output_factor(g)
-            for total, block, g in zip(output_factors, blocks, gradients)
-        ]
-    input_factors = [block.input_factor(records[block.name].inputs) for block in blocks]
-    return list(zip(input_factors, output_factors))
+        gradients = tape.gradient(logits, preactivations,
+                                  output_gradients=tf.stop_gradient(tf.cast(vector, logits.dtype)))
+        for collected, g in zip(per_block, gradients):
+            collected.append((g, weight))
+    return [block.statistics(records[block.name], weighted)
+            for block, weighted in zip(blocks, per_block)]
 
 
 def kronecker_factors(
@@ -115,18 +117,26 @@ def kronecker_factors(
     """Per-layer K-FAC factors {layer name: (A, G)} of ``model`` on the batch ``x``.
 
     Works without any optimizer (STYLE rule 2). ``y`` is needed only for ``"empirical"``.
-    See ``KroneckerBlock`` for the factor definitions and ``output_vectors`` for curvatures.
+    See ``tfwd.curvature.kronecker`` for the factor definitions and ``output_vectors`` for
+    curvatures.
     """
     check_curvature(curvature)
     layers, _ = split_layers(model)
     if not layers:
         raise ValueError(f"Model {model.name!r} has no Dense or Conv2D layer to factor.")
-    blocks = [KroneckerBlock.for_layer(layer) for layer in layers]
-    with tf.GradientTape(persistent=True) as tape, LayerCapture(layers) as capture:
+    blocks = [block_for(layer) for layer in layers]
+    return {block.name: tuple(factors) for block, factors in
+            zip(blocks, block_factors(model, blocks, x, y, curvature, seed,
+                                      gauss_newton_samples, training))}
+
+
+def block_factors(model, blocks, x, y=None, curvature: str = "gauss_newton", seed: int = 0,
+                  gauss_newton_samples: int | None = None, training: bool = False) -> list:
+    """Each block's statistics on the batch ``x`` (its factors, for one batch), no optimizer."""
+    check_curvature(curvature)
+    with tf.GradientTape(persistent=True) as tape, LayerCapture(blocks) as capture:
         logits = model(x, training=training)
-    stats = layer_statistics(
-        blocks, capture.records, tape, logits, y, curvature,
-        tf.constant([seed, 0], tf.int64), gauss_newton_samples,
-    )
+    statistics = block_statistics(blocks, capture.records, tape, logits, y, curvature,
+                                  tf.constant([seed, 0], tf.int64), gauss_newton_samples)
     del tape
-    return {block.name: factors for block, factors in zip(blocks, stats)}
+    return statistics

@@ -27,8 +27,10 @@ flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir and s
                   "(without it, a rerun resumes that run, or is refused if its config differs).")
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, config_lib.DATASETS, "Dataset.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Model name from tfwd.models.available().")
-flags.DEFINE_integer("depth", None, "MLP: number of hidden layers.")
-flags.DEFINE_integer("width", None, "MLP: hidden width.")
+flags.DEFINE_integer("depth", None, "MLP: number of hidden layers; transformer: encoder blocks.")
+flags.DEFINE_integer("width", None, "MLP: hidden width; transformer: token width d_model.")
+flags.DEFINE_integer("num_heads", None, "Transformer: attention heads per block.")
+flags.DEFINE_integer("mlp_width", None, "Transformer: hidden width of each block's MLP.")
 flags.DEFINE_integer("width_factor", None, "ResNet: width multiplier.")
 flags.DEFINE_bool("batch_norm", _DEFAULTS.batch_norm, "Batch norm after each conv/dense layer.")
 flags.DEFINE_bool("bn_affine", _DEFAULTS.bn_affine, "Batch norm with gamma/beta.")
@@ -94,7 +96,7 @@ flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity (0, 1, 2).")
 DIVERGED_EXIT_STATUS = 3
 # Flags that are not TrainConfig fields of the same name.
 _RENAMED = {"lr": "learning_rate"}
-_MODEL_KWARGS = ("depth", "width", "width_factor")
+_MODEL_KWARGS = ("depth", "width", "width_factor", "num_heads", "mlp_width")
 
 
 def config_from_flags() -> config_lib.TrainConfig:

@@ -91,7 +91,7 @@ def check_kind(kind: str) -> None:
 
 
 class CurvatureNoise:
-    """A ``tfwd.curvature.step`` consumer adding paper-002 noise to the gradients.
+    """A ``tfwd.train.TrainStep`` consumer adding paper-002 noise to the gradients.
 
     Args:
       model: the (built) Keras model whose ``trainable_weights`` order the gradients.
@@ -226,7 +226,7 @@ class CurvatureNoise:
 
     # ---------------------------------------------------------------- consumer
     def observe(self, tape, records, y_pred, y, gradients):
-        """Consumer hook of ``tfwd.curvature.step``: returns gradients + noise."""
+        """Consumer hook of ``tfwd.train.TrainStep``: returns gradients + noise."""
         optimizer = self.model.optimizer
         if optimizer is None:
             raise ValueError("Compile the model before training with curvature noise.")
@@ -274,8 +274,8 @@ def make_noise(
 ) -> CurvatureNoise | None:
     """The noise consumer of ``kind`` for ``model``, or None for ``"none"``.
 
-    Install it with ``tfwd.curvature.step.install_train_step(model, [..., noise])`` (for
-    ``model.fit``) or pass it to ``forward_backward`` in a custom loop. Arguments as
+    Install it with ``tfwd.train.TrainStep(model, [noise]).install()`` (for ``model.fit``)
+    or call that step's ``replica_step`` in a custom loop. Arguments as
     ``CurvatureNoise``.
     """
     check_kind(kind)

@@ -9,12 +9,18 @@ with gradient ∇W̃ (kernel and bias as one matrix) and factors A, G:
     v       ← μ v + ν P                               (momentum μ)
     θ       ← θ − η v  −  η γ θ                       (the last term for decay_type="decoupled")
 
-Variables of layers K-FAC does not cover (batch-norm γ/β, unsupported layers) use P = g̃, i.e.
-SGD with momentum under the same decay rule. A and G are exponential moving averages
-(decay ``cov_decay``; the first updates average uniformly) of the statistics of
-``tfwd.curvature.statistics`` recomputed every ``cov_every`` steps and all-reduced (mean)
-across replicas, so 2 replicas at global batch B see the factors of one replica at batch B.
-The damped inverses are recomputed from an eigendecomposition every ``inv_every`` steps.
+Each covered layer is one curvature block (``tfwd.curvature.block``; the registry
+``tfwd.curvature.registry`` says which layer gets which block): Kronecker blocks
+(Dense of any input rank, EinsumDense, Conv1D, Conv2D, DepthwiseConv2D per channel, Embedding
+with a diagonal A) precondition as above; the scale-and-shift block of BatchNormalization /
+LayerNormalization as P_c = (F_c + λI)⁻¹ g̃_c per channel. Variables of layers without a block
+use P = g̃, i.e. SGD with momentum under the same decay rule. The factors are exponential
+moving averages (decay ``cov_decay``; the first updates average uniformly) of the statistics
+recomputed every ``cov_every`` steps and all-reduced (mean) across replicas on those steps
+only, so 2 replicas at global batch B see the factors of one replica at batch B and an
+ordinary step all-reduces exactly what an SGD step does (the gradients). The damped inverses
+are recomputed every ``inv_every`` steps. Factors, inverses and preconditioning are float32
+under mixed-precision policies (float64 with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
 0.9, KL clip 1e-4 (G) / 1e-5 (F) without batch norm.
 
@@ -22,40 +28,49 @@ Usage with Keras::
 
     opt = tfwd.optimizers.KFAC(learning_rate=0.03, curvature="gauss_newton", weight_decay=3e-2)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    opt.attach(model)        # the one extra call: registers layers, builds state, installs the step
+    opt.attach(model)                      # registers the blocks, builds the state
+    tfwd.train.TrainStep(model).install()  # the step that feeds K-FAC its statistics
     model.fit(...)
 
-After ``keras.models.load_model``, call ``model.optimizer.attach(model)`` again; the factors,
-inverses and momentum are restored from the file.
+After ``keras.models.load_model``, call ``model.optimizer.attach(model)`` and install the step
+again; the factors, inverses and momentum are restored from the file.
 """
 from __future__ import annotations
 
-import threading
 import warnings
+import weakref
 
 import keras
 import tensorflow as tf
+from tensorflow.python.distribute import values as distribute_values
 
-from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.capture import LayerCapture, split_layers
+from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
+from tfwd.curvature.capture import LayerCapture
+from tfwd.curvature.embedding import deduplicated
+from tfwd.curvature.inverse import kl_clip_scale
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
-from tfwd.curvature.inverse import damped_inverses, kl_clip_scale, precondition
-from tfwd.curvature.statistics import check_curvature, layer_statistics
-from tfwd.curvature.step import install_train_step
+from tfwd.curvature.registry import split_blocks
+from tfwd.curvature.statistics import block_statistics, check_curvature
 from tfwd.optimizers.decay import DecayGroup, WeightDecay
 
 
-def _kernel_and_bias(variables, layer_name):
-    by_path = {v.path: v for v in variables}
-    suffix_kernel, suffix_bias = f"{layer_name}/kernel", f"{layer_name}/bias"
-    kernel = [v for p, v in by_path.items() if p == suffix_kernel or p.endswith("/" + suffix_kernel)]
-    bias = [v for p, v in by_path.items() if p == suffix_bias or p.endswith("/" + suffix_bias)]
-    if len(kernel) != 1 or len(bias) > 1:
-        raise ValueError(
-            f"K-FAC layer {layer_name!r}: expected one '{suffix_kernel}' variable among "
-            f"{sorted(by_path)}; layer names must be unique."
-        )
-    return kernel[0], (bias[0] if bias else None)
+def _specs_to_config(factor_specs, inverse_specs, dtype) -> dict:
+    return {"dtype": tf.as_dtype(dtype).name,
+            "factors": [[s.label, list(s.shape), s.initializer] for s in factor_specs],
+            "inverses": [[s.label, list(s.shape), s.initializer] for s in inverse_specs]}
+
+
+def _graph_chain(graph):
+    while graph is not None:
+        yield graph
+        graph = getattr(graph, "outer_graph", None)
+
+
+def _scaled(scale, direction):
+    if isinstance(direction, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.cast(scale, direction.values.dtype) * direction.values,
+                                direction.indices, direction.dense_shape)
+    return tf.cast(scale, direction.dtype) * direction
 
 
 @keras.saving.register_keras_serializable(package="tfwd")
@@ -67,7 +82,7 @@ class KFAC(keras.optimizers.Optimizer):
       curvature: ``"gauss_newton"`` (KFAC-G), ``"fisher"`` (KFAC-F) or ``"empirical"``.
       damping: λ, Tikhonov damping split between the factors by π.
       momentum: μ.
-      cov_decay: moving-average decay of A and G.
+      cov_decay: moving-average decay of the factors.
       cov_every: recompute statistics every this many steps.
       inv_every: recompute damped inverses every this many steps.
       kl_clip: c of KL clipping, or None to disable.
@@ -76,7 +91,12 @@ class KFAC(keras.optimizers.Optimizer):
       gauss_newton_samples: Rademacher vectors per statistics step for KFAC-G; None = exact
         over all outputs (one backward pass per class).
       seed: seed of the Fisher target / Rademacher sampling (stateless, per step).
-      layers: names of the covered layers; filled in by ``attach`` and saved in the config.
+      weight_sharing: ``"expand"`` or ``"reduce"`` for layers applied at several positions
+        (``tfwd.curvature.kronecker``).
+      scale_shift: ``"per_channel"`` or ``"diagonal"`` for normalization γ/β
+        (``tfwd.curvature.scale_shift``).
+      layers, state: names of the covered layers and the shapes of their state; filled in by
+        ``attach`` and saved in the config (a reloaded optimizer rebuilds its state from them).
     """
 
     def __init__(
@@ -95,7 +115,10 @@ class KFAC(keras.optimizers.Optimizer):
         top_layer: str = "top",
         gauss_newton_samples: int | None = 1,
         seed: int = 0,
+        weight_sharing: str = "expand",
+        scale_shift: str = "per_channel",
         layers: list[str] | None = None,
+        state: list[dict] | None = None,
         name: str = "kfac",
         **kwargs,
     ):
@@ -120,6 +143,7 @@ class KFAC(keras.optimizers.Optimizer):
             raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
         if gauss_newton_samples is not None and gauss_newton_samples < 1:
             raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
+        self.block_options = BlockOptions(weight_sharing, scale_shift)
         self.curvature = curvature
         self.damping = float(damping)
         self.momentum = float(momentum)
@@ -130,30 +154,38 @@ class KFAC(keras.optimizers.Optimizer):
         self.gauss_newton_samples = gauss_newton_samples
         self.seed = int(seed)
         self.layer_names = list(layers) if layers is not None else None
-        self.curvature_layers = []  # the Layer objects, known after attach()
-        self.needs_persistent_tape = True  # statistics back-propagate again from the logits
-        self._blocks = []
-        self._pending = threading.local()  # statistics from observe() awaiting apply()
+        self.state_config = list(state) if state is not None else None
+        self.curvature_blocks = []  # known after attach()
+        # FuncGraphs in which update_curvature ran: apply() checks that it was fed.
+        self._fed_graphs = weakref.WeakSet()
 
     # ------------------------------------------------------------------ set-up
     def attach(self, model: keras.Model) -> "KFAC":
-        """Register ``model``'s Dense/Conv2D layers, build the state, install the fit step.
+        """Register ``model``'s layers that have curvature blocks and build the state.
 
-        Call once after ``compile`` (or after ``load_model``). Raises if the model does not
-        output logits or has no supported layer; warns once listing the variables that get
-        plain SGD-with-momentum updates.
+        Call once after ``compile`` (or after ``load_model``); train through
+        ``tfwd.train.TrainStep``, which feeds ``update_curvature``. Raises if the model does
+        not output logits or has no layer with a block; warns once listing the variables that
+        get plain SGD-with-momentum updates.
         """
-        layers, others = split_layers(model)
         check_outputs_logits(model, "K-FAC")
         check_loss(model, "K-FAC", self.curvature)
-        if not layers:
-            raise ValueError(f"Model {model.name!r} has no Dense or Conv2D layer for K-FAC.")
-        names = [layer.name for layer in layers]
+        blocks, others = split_blocks(model, self.block_options)
+        if not blocks:
+            raise ValueError(
+                f"Model {model.name!r} has no Dense or Conv2D layer for K-FAC (nor any other "
+                "layer with a curvature block; see tfwd.curvature.register_block).")
+        names = [block.name for block in blocks]
         if self.layer_names is not None and self.layer_names != names:
             raise ValueError(
                 f"This K-FAC optimizer covers layers {self.layer_names}, but model "
                 f"{model.name!r} has {names}; attach it to the model it was built for."
             )
+        state = [_specs_to_config(b.factor_specs(), b.inverse_specs(), b.dtype) for b in blocks]
+        if self.state_config is not None and self.state_config != state:
+            raise ValueError(
+                f"This K-FAC optimizer's saved state {self.state_config} does not fit model "
+                f"{model.name!r} (needs {state}); attach it to the model it was built for.")
         uncovered = [v.path for layer in others for v in layer.trainable_weights]
         if uncovered:
             warnings.warn(
@@ -161,46 +193,48 @@ class KFAC(keras.optimizers.Optimizer):
                 f"under the same weight-decay rule: {uncovered}",
                 stacklevel=2,
             )
-        self.layer_names = names
-        self.curvature_layers = layers
-        self._blocks = [KroneckerBlock.for_layer(layer) for layer in layers]
+        self.layer_names, self.state_config, self.curvature_blocks = names, state, blocks
         if not self.built:
             # Built here, under the model's strategy scope, never lazily inside a traced step.
             with model.distribute_strategy.scope():
                 self.build(model.trainable_variables)
-        install_train_step(model, [self])
+        self._bind_state()
         return self
 
     def build(self, variables):
         if self.built:
             return
-        if self.layer_names is None:
+        if self.layer_names is None or self.state_config is None:
             raise ValueError(
                 "K-FAC does not know the model's layers yet: call optimizer.attach(model) "
                 "before training (after compile or load_model)."
             )
         self.decay.check_group(variables)
         super().build(variables)
-        self._covered = [_kernel_and_bias(variables, name) for name in self.layer_names]
-        self.input_factors, self.output_factors = [], []
-        self.input_inverses, self.output_inverses = [], []
-        for name, (kernel, bias) in zip(self.layer_names, self._covered):
-            layout = self._layout(name, kernel, bias)
-            input_dim, output_dim = layout.input_dim, layout.output_dim
-            for store, shape, init, label in (
-                (self.input_factors, input_dim, "zeros", "A"),
-                (self.output_factors, output_dim, "zeros", "G"),
-                (self.input_inverses, input_dim, "identity", "A_inverse"),
-                (self.output_inverses, output_dim, "identity", "G_inverse"),
-            ):
-                store.append(
-                    self.add_variable((shape, shape), initializer=init, name=f"{name}_{label}")
-                )
+        self.block_factors, self.block_inverses = [], []
+        for name, spec in zip(self.layer_names, self.state_config):
+            for store, key in ((self.block_factors, "factors"), (self.block_inverses, "inverses")):
+                store.append([self._state_variable(name, StateSpec(label, tuple(shape), init),
+                                                   spec["dtype"])
+                              for label, shape, init in spec[key]])
         self.statistics_updates = self.add_variable((), initializer="zeros", dtype="int64",
                                                     name="statistics_updates")
         self.velocities = self.add_optimizer_variables(variables, "velocity")
-        covered_keys = {self._var_key(v) for pair in self._covered for v in pair if v is not None}
-        self._uncovered_keys = {self._var_key(v) for v in variables} - covered_keys
+
+    def _state_variable(self, layer_name, spec: StateSpec, dtype):
+        return self.add_variable(spec.shape, lambda shape, dtype=None: initial_value(spec, dtype),
+                                 dtype=dtype,
+                                 name=f"{layer_name.replace('/', '_')}_{spec.label}")
+
+    def _bind_state(self):
+        """Give each block its factor and inverse variables (built from the saved shapes)."""
+        for block, factors, inverses in zip(self.curvature_blocks, self.block_factors,
+                                            self.block_inverses):
+            block.factors, block.inverses = factors, inverses
+
+    def _check_attached(self):
+        if not self.curvature_blocks:
+            raise ValueError("Call optimizer.attach(model) before training with K-FAC.")
 
     # ------------------------------------------------------------ statistics
     def _is_statistics_step(self):
@@ -212,8 +246,8 @@ class KFAC(keras.optimizers.Optimizer):
     def _sampling_seed(self):
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.iterations, tf.int64)])
 
-    def local_statistics(self, tape, records, y_pred, y):
-        """This replica's [(A, G)] for the covered layers (tfwd.curvature.statistics).
+    def local_statistics(self, tape, records, y_pred, y) -> list:
+        """This replica's statistics, flat over blocks (``tfwd.curvature.statistics``).
 
         Sampling is indexed by the example's place in the global batch, so the statistics
         do not depend on how many replicas share the batch.
@@ -222,66 +256,72 @@ class KFAC(keras.optimizers.Optimizer):
         local_batch = tf.shape(y_pred)[0]
         replicas = context.num_replicas_in_sync if context is not None else 1
         replica = context.replica_id_in_sync_group if context is not None else 0
-        return layer_statistics(
-            self._blocks, records, tape, y_pred, y, self.curvature,
+        per_block = block_statistics(
+            self.curvature_blocks, records, tape, y_pred, y, self.curvature,
             self._sampling_seed(), self.gauss_newton_samples,
             example_offset=tf.cast(replica, tf.int32) * local_batch,
             total_examples=local_batch * replicas,
         )
+        return [s for statistics in per_block for s in statistics]
 
-    def observe(self, tape, records, y_pred, y, gradients):
-        """Consumer hook of ``tfwd.curvature.step``: statistics every ``cov_every`` steps.
+    def _mean_over_replicas(self, strategy, flat):
+        """The replicas' mean of ``flat``. Called from ``_merge_curvature`` inside the
+        statistics-step cond, so it communicates on statistics steps only: in cross-replica
+        context (a strategy's merge) it reduces the per-replica values onto the factors'
+        devices; in replica context (strategies that need no merge) it is an all-reduce."""
+        if tf.distribute.in_cross_replica_context():
+            if strategy.num_replicas_in_sync == 1:
+                return flat
+            # MultiWorkerMirroredStrategy with one device per worker hands the merge plain
+            # tensors, which reduce_to would take as identical on every replica.
+            flat = [v if isinstance(v, tf.distribute.DistributedValues)
+                    else distribute_values.PerReplica((v,)) for v in flat]
+            pairs = [(value, factor.value) for value, factor in zip(flat, self._flat_factors())]
+            return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.MEAN, pairs)
+        context = tf.distribute.get_replica_context()
+        if context.num_replicas_in_sync > 1:
+            return context.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
+        return flat
 
-        The replica's statistics are held until ``apply``, which all-reduces them in the
-        same collective as the gradients (two collectives per step were issued in different
-        orders on different devices under MirroredStrategy: "Shape mismatch in the
-        collective instance"). Replica threads trace concurrently, hence a thread-local.
+    def update_curvature(self, tape, records, y_pred, y):
+        """This step's curvature update, called by the training step in replica context
+        with its persistent tape, the capture's records, the logits and the labels.
+
+        On statistics steps (every ``cov_every``) the statistics are computed and
+        all-reduced (mean) and the factors updated; on inverse steps the inverses are
+        refreshed. Other steps communicate nothing. Returns a tensor to take control
+        dependencies on before ``apply``.
         """
-        if not self._blocks:
-            raise ValueError("Call optimizer.attach(model) before training with K-FAC.")
-        zeros = [(tf.zeros_like(a), tf.zeros_like(g))
-                 for a, g in zip(self.input_factors, self.output_factors)]
+        self._check_attached()
+        zeros = [tf.zeros(f.shape, f.dtype) for f in self._flat_factors()]
         # The cond holds only replica-local math: the expensive part, skipped most steps.
-        self._pending.statistics = tf.cond(
+        statistics = tf.cond(
             self._is_statistics_step(),
             lambda: self.local_statistics(tape, records, y_pred, y),
             lambda: zeros,
         )
-        return gradients
-
-    def update_curvature(self, local_stats, average: bool, already_reduced: bool = False):
-        """Mean of the replicas' statistics into A, G; refresh inverses when due.
-
-        ``average=True`` makes the factors a plain running mean (factor initialisation);
-        otherwise the moving-average weight is min(cov_decay, n/(n+1)) after n updates.
-        Returns a tensor to take control dependencies on (the update has happened).
-        """
-        context = tf.distribute.get_replica_context()
-        if not already_reduced and context.num_replicas_in_sync > 1:
-            flat = [s for pair in local_stats for s in pair]
-            flat = context.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
-            local_stats = list(zip(flat[0::2], flat[1::2]))
-        # Like Keras's own update: a real merge only where the strategy needs one.
+        self._fed_graphs.add(tf.compat.v1.get_default_graph())
         return tf.__internal__.distribute.interim.maybe_merge_call(
-            self._merge_curvature, self._distribution_strategy, local_stats, average=average
-        )
+            self._merge_curvature, self._distribution_strategy, statistics, average=False)
 
-    def _merge_curvature(self, strategy, stats, average):
+    def _flat_factors(self) -> list:
+        return [f for factors in self.block_factors for f in factors]
+
+    def _merge_curvature(self, strategy, flat_stats, average):
         # Predicates are read here, in cross-replica context, from the mirrored step counter;
-        # ``stats`` are identical on every replica, each device updates its own copy.
+        # ``flat_stats`` are identical on every replica, each device updates its own copy.
         is_statistics_step = tf.constant(True) if average else self._is_statistics_step()
-        factors = [v for pair in zip(self.input_factors, self.output_factors) for v in pair]
-        flat_stats = [s for pair in stats for s in pair]
-        count = tf.cast(self.statistics_updates, tf.float32)
-        weight = count / (count + 1.0)
-        if not average:
-            weight = tf.minimum(weight, self.cov_decay)
 
         def update_factors():
-            for factor, value in zip(factors, flat_stats):
+            mean_stats = self._mean_over_replicas(strategy, flat_stats)  # statistics steps only
+            for factor, value in zip(self._flat_factors(), mean_stats):
+                count = tf.cast(self.statistics_updates, factor.dtype)
+                weight = count / (count + 1.0)
+                if not average:
+                    weight = tf.minimum(weight, tf.cast(self.cov_decay, factor.dtype))
                 strategy.extended.update(
                     factor.value,
-                    lambda var, new: var.assign(weight * var + (1.0 - weight) * new),
+                    lambda var, new, weight=weight: var.assign(weight * var + (1.0 - weight) * new),
                     args=(value,),
                     group=False,
                 )
@@ -301,20 +341,19 @@ class KFAC(keras.optimizers.Optimizer):
         return updated
 
     def _merge_inverses(self, strategy):
-        for name, A, G, A_inv, G_inv in zip(self.layer_names, self.input_factors,
-                                            self.output_factors, self.input_inverses,
-                                            self.output_inverses):
-            def assign_inverses(a_inv, g_inv, a, g, name=name):
-                message = (f"K-FAC factors of layer {name!r} are not finite: training diverged. "
-                           "Lower the learning rate, raise damping or set kl_clip")
-                a = tf.debugging.check_numerics(a, message)
-                g = tf.debugging.check_numerics(g, message)
-                new_a_inv, new_g_inv = damped_inverses(a, g, self.damping)
-                return a_inv.assign(new_a_inv), g_inv.assign(new_g_inv)
+        for block, factors, inverses in zip(self.curvature_blocks, self.block_factors,
+                                            self.block_inverses):
+            def assign_inverses(*values, block=block, count=len(inverses)):
+                targets, factor_values = values[:count], values[count:]
+                message = (f"K-FAC factors of layer {block.name!r} are not finite: training "
+                           "diverged. Lower the learning rate, raise damping or set kl_clip")
+                factor_values = [tf.debugging.check_numerics(f, message) for f in factor_values]
+                new = block.damped_inverses(factor_values, self.damping)
+                return [target.assign(value) for target, value in zip(targets, new)]
 
             strategy.extended.update(
-                A_inv.value, lambda a_inv, g_inv, a, g: assign_inverses(a_inv, g_inv, a, g),
-                args=(G_inv.value, A.value, G.value), group=False,
+                inverses[0].value, assign_inverses,
+                args=tuple(v.value for v in inverses[1:] + factors), group=False,
             )
         return tf.constant(True)
 
@@ -325,20 +364,22 @@ class KFAC(keras.optimizers.Optimizer):
         )
 
     def initialize_factors(self, model: keras.Model, batches, num_batches: int) -> None:
-        """Set A, G to their average over ``num_batches`` batches, then invert them.
+        """Set the factors to their average over ``num_batches`` batches, then invert them.
 
         The authors initialise the factors with one pass over the training data. ``batches``
         is an iterable of (x, y) global batches; runs under ``model.distribute_strategy``.
         """
-        if not self._blocks:
-            raise ValueError("Call optimizer.attach(model) before initialize_factors.")
+        self._check_attached()
         strategy = model.distribute_strategy
+
         def replica_step(x, y):
-            with tf.GradientTape(persistent=True) as tape, LayerCapture(self.curvature_layers) as capture:
+            with tf.GradientTape(persistent=True) as tape, \
+                    LayerCapture(self.curvature_blocks) as capture:
                 y_pred = model(x, training=False)
-            stats = self.local_statistics(tape, capture.records, y_pred, y)
+            statistics = self.local_statistics(tape, capture.records, y_pred, y)
             del tape
-            self.update_curvature(stats, average=True)
+            tf.__internal__.distribute.interim.maybe_merge_call(
+                self._merge_curvature, self._distribution_strategy, statistics, average=True)
 
         step = tf.function(lambda x, y: strategy.run(replica_step, args=(x, y)))
         dataset = strategy.experimental_distribute_dataset(batches) \
@@ -350,30 +391,22 @@ class KFAC(keras.optimizers.Optimizer):
         tf.function(lambda: strategy.run(self.refresh_inverses))()
 
     # ------------------------------------------------------------------ update
+    def _was_fed(self) -> bool:
+        return any(graph in self._fed_graphs for graph in _graph_chain(tf.compat.v1.get_default_graph()))
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        statistics = getattr(self._pending, "statistics", None)
-        if statistics is None:
+        if not self._was_fed():
             raise ValueError(
-                "K-FAC got gradients without curvature statistics: train through "
-                "model.fit after optimizer.attach(model), or through "
-                "tfwd.curvature.step.forward_backward with the optimizer as a consumer."
+                "K-FAC got gradients without this step's curvature update: train through "
+                "tfwd.train.TrainStep (TrainStep(model).install() before model.fit, or its "
+                "replica_step in a custom loop) after optimizer.attach(model)."
             )
-        self._pending.statistics = None
         trainable_variables = [v.value if isinstance(v, keras.Variable) else v
                                for v in trainable_variables]
-        flat_statistics = [s for pair in statistics for s in pair]
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            # One collective for gradients (SUM, as Keras) and statistics (then / replicas).
-            reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads) + flat_statistics)
-            grads = reduced[: len(grads)]
-            flat_statistics = [s / context.num_replicas_in_sync for s in reduced[len(grads):]]
-        updated = self.update_curvature(
-            list(zip(flat_statistics[0::2], flat_statistics[1::2])), average=False,
-            already_reduced=True,
-        )
-        with tf.control_dependencies([updated]):  # precondition with this step's inverses
-            directions = self._directions(list(grads), trainable_variables, learning_rate)
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))  # as Keras
+        directions = self._directions(list(grads), trainable_variables, learning_rate)
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_tf_update_step,
             self._distribution_strategy,
@@ -384,34 +417,29 @@ class KFAC(keras.optimizers.Optimizer):
     def _directions(self, gradients, variables, learning_rate):
         """ν·P for every variable (identical on every replica: inputs are all-reduced)."""
         index = {self._var_key(v): i for i, v in enumerate(variables)}
+        gradients = [deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
         directions = list(gradients)
-        for name, (kernel, bias), A_inv, G_inv in zip(self.layer_names, self._covered,
-                                                      self.input_inverses, self.output_inverses):
-            k = index[self._var_key(kernel)]
-            b = index[self._var_key(bias)] if bias is not None else None
-            block = self._layout(name, kernel, bias)
-            matrix = block.to_matrix(gradients[k], gradients[b] if b is not None else None)
-            kernel_dir, bias_dir = block.from_matrix(precondition(matrix, A_inv, G_inv))
-            directions[k] = kernel_dir
-            if b is not None:
-                directions[b] = bias_dir
+        for block in self.curvature_blocks:
+            positions = [index[self._var_key(v)] for v in block.variables]
+            preconditioned = block.precondition([gradients[i] for i in positions], block.inverses)
+            for i, direction in zip(positions, preconditioned):
+                directions[i] = direction
         if self.kl_clip is not None:
             scale = kl_clip_scale(gradients, directions, learning_rate, self.kl_clip)
-            directions = [scale * d for d in directions]
+            directions = [_scaled(scale, d) for d in directions]
         return directions
 
     def update_step(self, direction, variable, learning_rate):
         """v ← μv + νP;  θ ← θ − ηv (decoupled decay was applied by the base class)."""
         learning_rate = keras.ops.cast(learning_rate, variable.dtype)
         velocity = self.velocities[self._get_variable_index(variable)]
-        self.assign(velocity, self.momentum * velocity + direction)
+        if isinstance(direction, tf.IndexedSlices):  # only the rows looked up move P
+            self.assign(velocity, self.momentum * velocity)
+            self.assign_add(velocity, direction)
+        else:
+            self.assign(velocity, self.momentum * velocity + direction)
         self.assign_sub(variable, learning_rate * velocity)
-
-    @staticmethod
-    def _layout(name, kernel, bias) -> KroneckerBlock:
-        """The block's matrix layout from its variables alone (enough for sizes and to/from_matrix)."""
-        return KroneckerBlock(name=name, kernel_shape=tuple(kernel.shape), has_bias=bias is not None)
 
     def _use_weight_decay(self, variable):
         return self.decay.applies_to(variable)
@@ -429,7 +457,9 @@ class KFAC(keras.optimizers.Optimizer):
             "kl_clip": self.kl_clip,
             "gauss_newton_samples": self.gauss_newton_samples,
             "seed": self.seed,
+            "weight_sharing": self.block_options.weight_sharing,
+            "scale_shift": self.block_options.scale_shift,
             "layers": self.layer_names,
+            "state": self.state_config,
         })
         return config
-

@@ -8,6 +8,7 @@ from tfwd._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "tfwd.train.config",
+    "TrainStep": "tfwd.train.step",
     "configure_cpu_devices": "tfwd.train.strategy",
     "evaluate": "tfwd.train.loop",
     "make_strategy": "tfwd.train.strategy",

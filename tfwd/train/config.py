@@ -18,7 +18,8 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
 # The names of tfwd.models.available() and tfwd.diagnostics.DIAGNOSTICS, spelled here too so
 # that launchers validate flags without importing TensorFlow (tests check they agree).
-MODELS = ("alexnet", "lenet", "mlp", "resnet32", "resnet44", "vgg11", "vgg13", "vgg16", "vgg19")
+MODELS = ("alexnet", "lenet", "mlp", "resnet32", "resnet44", "transformer", "vgg11", "vgg13", "vgg16",
+          "vgg19")
 DIAGNOSTIC_NAMES = (
     "effective_lr", "weight_norms", "jacobian_norm", "gauss_newton_norm",
     "kfac_gauss_newton_norm", "generalization_gap", "fisher_norms", "effective_damping",

@@ -53,7 +53,7 @@ class DivergenceMonitor:
     def install(self) -> None:
         """Wrap whatever ``train_step`` the model has (Keras's or the taped one) with ``record``.
 
-        Call after the model's train step is final (after ``install_train_step``).
+        Call after the model's train step is final (after ``TrainStep.install``).
         """
         inner = self.model.train_step
 

@@ -20,12 +20,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfwd.curvature.step import forward_backward, install_train_step
 from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
+from tfwd.train.step import TrainStep
 from tfwd.train.strategy import is_chief, make_strategy
 from tfwd.train.workdir import RESULTS_FILE, prepare_workdir
 
@@ -54,12 +54,11 @@ def evaluate(model, dataset) -> tuple[float, float]:
 class _CustomLoop:
     """One epoch of ``strategy.run`` steps; the multi-worker path (Keras fit cannot run there)."""
 
-    def __init__(self, model, optimizer, consumers, strategy, monitor):
-        self.model, self.optimizer, self.strategy, self.monitor = model, optimizer, strategy, monitor
+    def __init__(self, train_step: TrainStep, strategy, monitor):
+        self.strategy, self.monitor = strategy, monitor
 
         def replica_step(x, y):
-            y_pred, loss, gradients = forward_backward(model, optimizer, consumers, x, y)
-            optimizer.apply(gradients, model.trainable_weights)
+            y_pred, loss = train_step.replica_step(x, y)
             monitor.record(loss)
             correct = tf.reduce_sum(tf.cast(
                 tf.equal(tf.argmax(y_pred, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
@@ -165,17 +164,14 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
         model = make_model(config, train_pipe)
         optimizer = make_optimizer(config, schedule)
         model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-        consumers = []
         if config.optimizer.startswith("kfac"):
             optimizer.attach(model)
-            consumers.append(optimizer)
         else:
             optimizer.build(model.trainable_variables)
         noise = _noise_consumer(config, model, train_pipe.steps_per_epoch)
-        if noise is not None:
-            consumers.append(noise)
-        if consumers:
-            install_train_step(model, consumers)
+        train_step = TrainStep(model, [noise] if noise is not None else [])
+        if train_step.consumers or train_step.curvature_optimizer is not None:
+            train_step.install()
     monitor = divergence.DivergenceMonitor(model)
     monitor.install()
     # Outside the scope: plain host variables, not per-replica ones.
@@ -205,8 +201,7 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     log_dir = os.path.join(write_dir, "logs")
     if chief:
         config.save(os.path.join(workdir, "config.json"))
-    custom = (_CustomLoop(model, optimizer, consumers, strategy, monitor)
-              if config.loop == "custom" else None)
+    custom = _CustomLoop(train_step, strategy, monitor) if config.loop == "custom" else None
     step_timer = timing.StepTimer()
     fit_callbacks = [step_timer, divergence.DivergenceCallback(monitor)] + extra_callbacks
     callback_list = keras.callbacks.CallbackList(extra_callbacks, model=model)
