@@ -23,6 +23,7 @@ from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
 from tfwd.train.files import write_json_atomically
+from tfwd.train.precision import dtype_policy
 from tfwd.train.strategy import is_chief, make_strategy
 
 RESULTS_FILE = "results.json"
@@ -102,6 +103,9 @@ def _diagnostics(callbacks) -> list:
 def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     """Train, evaluate and checkpoint one run in ``workdir``; returns the results dict.
 
+    The run builds and trains under ``config.dtype_policy`` (``tfwd.train.precision``); the
+    previous Keras policy and floatx are restored afterwards.
+
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
     epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
     callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
@@ -109,6 +113,11 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     ``diagnostics.<name>``. Returns the same dict that is written to results.json.
     """
     config.validate()
+    with dtype_policy(config.dtype_policy):
+        return _train(config, workdir, callbacks)
+
+
+def _train(config: TrainConfig, workdir: str, callbacks) -> dict:
     chief = is_chief()
     os.makedirs(workdir, exist_ok=True)
     # Non-chief workers still take part in checkpoint writes (collectives), into a scratch dir.
@@ -141,7 +150,9 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     # Outside the scope: a plain host variable, not a per-replica one.
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done)
+    # model.optimizer: under mixed_float16 the LossScaleOptimizer, whose loss scale resumes too.
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                     epochs_done=epochs_done)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), 2)
     results_path = os.path.join(workdir, RESULTS_FILE)
     results = {"config": config.to_dict(), "epochs": [], "status": "running"}
@@ -166,7 +177,8 @@ def train(config: TrainConfig, workdir: str, callbacks=None) -> dict:
     log_dir = os.path.join(write_dir, "logs")
     if chief:
         config.save(os.path.join(workdir, "config.json"))
-    custom = _CustomLoop(model, optimizer, consumers, strategy) if config.loop == "custom" else None
+    custom = (_CustomLoop(model, model.optimizer, consumers, strategy)  # loss-scaled if mixed
+              if config.loop == "custom" else None)
     fit_callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir)] + extra_callbacks
     callback_list = keras.callbacks.CallbackList(extra_callbacks, model=model)
     summary_writer = tf.summary.create_file_writer(os.path.join(log_dir, "epochs"))
