@@ -46,13 +46,20 @@ def batch(seed=0):
 INITIAL_WEIGHTS = [v.numpy() for v in tiny_model().weights]
 
 
+def model_from_initial_weights():
+    """``tiny_model`` under the current policy, with the float32 model's initial weights (the
+    initializers draw other numbers in float64)."""
+    model = tiny_model()
+    for variable, value in zip(model.weights, INITIAL_WEIGHTS):
+        variable.assign(value.astype(variable.dtype))
+    return model
+
+
 def one_step(policy, optimizer_name, noise_kind, loop):
     """The update θ₁ − θ₀ (float64 numpy) of one step from INITIAL_WEIGHTS under ``policy``."""
     x, y = batch()
     with dtype_policy(policy):
-        model = tiny_model()
-        for variable, value in zip(model.weights, INITIAL_WEIGHTS):
-            variable.assign(value.astype(variable.dtype))
+        model = model_from_initial_weights()
         before = [v.numpy().astype(np.float64) for v in model.trainable_weights]
         optimizer = (optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-2)
                      if optimizer_name == "sgd" else optimizers.Adam(1e-2, weight_decay=1e-2))
@@ -120,9 +127,7 @@ def test_float64_diagnostics_agree_with_float32():
 
     def measure(policy):
         with dtype_policy(policy):
-            model = tiny_model()
-            for variable, value in zip(model.weights, INITIAL_WEIGHTS):
-                variable.assign(value.astype(variable.dtype))
+            model = model_from_initial_weights()
             model.compile(optimizer=keras.optimizers.SGD(0.1),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             callbacks = diagnostics.build_callbacks(
