@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 
@@ -45,8 +44,14 @@ def batch_size(x) -> int:
 
 
 def logits(model: keras.Model, x) -> tf.Tensor:
-    """z = f(x) in inference mode."""
-    return model(x, training=False)
+    """z = f(x) in inference mode, in at least float32.
+
+    Under a mixed-precision policy the model computes in float16/bfloat16; the losses,
+    softmaxes and reductions of the diagnostics then run in float32 (in float64 for a float64
+    model), and back-propagate through the cast into the model's own compute dtype.
+    """
+    z = model(x, training=False)
+    return tf.cast(z, keras.backend.result_type(z.dtype, "float32"))
 
 
 def per_example_loss(logits_value, labels) -> tf.Tensor:
@@ -102,4 +107,5 @@ def rademacher(shape, seed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
 
 
 def to_float(value) -> float:
-    return float(np.asarray(value))
+    # Through tf.cast: numpy cannot convert a bfloat16 tensor.
+    return float(tf.cast(value, tf.float64))

@@ -80,7 +80,8 @@ def hessian_eigenvalue_report(
 ) -> dict[str, float]:
     """{"eigenvalue": λ_max, "relative_change"} of H by (shifted) power iteration (module
     docstring); each iteration stops after ``num_iterations`` products or when the relative
-    change is ≤ ``tolerance``. Start: a Gaussian vector from ``seed``.
+    change is ≤ ``tolerance``. Start: a Gaussian vector from ``seed``, drawn in float32 (the
+    same start for float32, float64 and mixed-precision models).
 
     COST: up to ``num_iterations`` Hessian-vector products on the batch, twice as many when
     the dominant eigenvalue is negative.
@@ -88,7 +89,8 @@ def hessian_eigenvalue_report(
     require_labels(y, "hessian_eigenvalue")
     variables = primals(model.trainable_variables)
     start = [
-        tf.random.stateless_normal(v.shape, seed=tf.constant([seed, k], tf.int64), dtype=v.dtype)
+        tf.cast(tf.random.stateless_normal(v.shape, seed=tf.constant([seed, k], tf.int64)),
+                v.dtype)
         for k, v in enumerate(variables)
     ]
     product = tf.function(

@@ -88,6 +88,8 @@ flags.DEFINE_string("weight_norm_layers", "conv", "Layers for --weight_norm_refe
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, config_lib.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer("num_replicas", _DEFAULTS.num_replicas, "Replicas for mirrored.")
 flags.DEFINE_enum("loop", _DEFAULTS.loop, config_lib.LOOPS, "Keras fit or custom strategy.run.")
+flags.DEFINE_enum("dtype_policy", _DEFAULTS.dtype_policy, config_lib.DTYPE_POLICIES,
+                  "Keras dtype policy: float32, float64 or mixed precision (float32 variables).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of everything random.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFWD_DATA_DIR or "
                     "~/tensorflow_datasets).")

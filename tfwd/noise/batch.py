@@ -22,12 +22,20 @@ pass, while the backward pass of σ⊙u gives the other variables Σ_b σ_b ∂�
 batch statistics; both are linear in σ, so the sum still has covariance Σ_b w_b w_bᵀ over σ,
 w_b the concatenation of the two.
 
-Random streams are stateless: ``substream(key, i)`` folds i into a [2] int64 key.
+Random streams are stateless: ``substream(key, i)`` folds i into a [2] int64 key. Draws are
+made in float32 and cast, so a seed gives the same noise under float32, float64 and the mixed
+policies (up to the rounding of the cast).
+
+Dtypes: the statistics are formed in ``NoiseBatch.dtype``, the logits' dtype but at least
+float32 — float32 under ``mixed_float16``/``mixed_bfloat16`` (whose float16/bfloat16 squares
+and sums of per-example gradients would overflow or round away), float64 for a float64 model.
+Back-propagation through the tape stays in the model's compute dtype.
 """
 from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -42,7 +50,8 @@ def substream(key: tf.Tensor, index) -> tf.Tensor:
 
 
 def standard_normal(shape, key: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
-    return tf.random.stateless_normal(shape, seed=key, dtype=dtype)
+    """N(0, 1) entries drawn in float32 (the same numbers for every ``dtype``), then cast."""
+    return tf.cast(tf.random.stateless_normal(shape, seed=key, dtype=tf.float32), dtype)
 
 
 # Byte value v → its 8 bits as signs: row v, column i is +1 if bit i of v is set, else −1.
@@ -92,9 +101,14 @@ class NoiseBatch:
     _preactivation_gradients: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
+    def dtype(self) -> tf.DType:
+        """The dtype of the statistics: the logits' dtype, but at least float32."""
+        return tf.as_dtype(keras.backend.result_type(self.logits.dtype, "float32"))
+
+    @property
     def batch_size(self) -> tf.Tensor:
         """B, the replica's local batch size, as a float."""
-        return tf.cast(tf.shape(self.logits)[0], self.logits.dtype)
+        return tf.cast(tf.shape(self.logits)[0], self.dtype)
 
     @property
     def noisy_indices(self) -> list[int]:
@@ -102,13 +116,18 @@ class NoiseBatch:
         return [i for i, g in enumerate(self.gradients) if g is not None]
 
     def output_gradients(self) -> tf.Tensor:
-        """u_b = softmax(z_b) − onehot(y_b) = ∂ℓ_b/∂z_b, [B, K]."""
-        labels = class_indices(self.labels, self.logits)
-        (vector, _), = output_vectors(self.logits, labels, "empirical", seed=None)
+        """u_b = softmax(z_b) − onehot(y_b) = ∂ℓ_b/∂z_b, [B, K], in ``dtype``."""
+        logits = tf.cast(self.logits, self.dtype)
+        (vector, _), = output_vectors(logits, class_indices(self.labels, logits), "empirical",
+                                      seed=None)
         return tf.stop_gradient(vector)
 
+    def inputs(self, layer) -> tf.Tensor:
+        """The captured input a of ``layer``, in ``dtype``."""
+        return tf.cast(self.records[layer.name].inputs, self.dtype)
+
     def preactivation_gradients(self, layers) -> list[tf.Tensor]:
-        """[g = ∂ℓ_b/∂s_b] per layer, shaped like the layer's pre-activations.
+        """[g = ∂ℓ_b/∂s_b] per layer, shaped like the layer's pre-activations, in ``dtype``.
 
         Read off the training step's own backward pass when it recorded them (compiled mean
         sparse cross-entropy on logits, no sample weights); otherwise one more backward pass
@@ -121,15 +140,15 @@ class NoiseBatch:
         if missing:
             values = self.tape.gradient(
                 self.logits, [self.records[name].preactivations for name in missing],
-                output_gradients=self.output_gradients())
+                output_gradients=tf.cast(self.output_gradients(), self.logits.dtype))
             self._preactivation_gradients.update(zip(missing, values))
-        return [self._preactivation_gradients.get(layer.name,
-                                                  self.records[layer.name].example_gradients)
+        return [tf.cast(self._preactivation_gradients.get(
+                    layer.name, self.records[layer.name].example_gradients), self.dtype)
                 for layer in layers]
 
     def signs(self, key: tf.Tensor) -> tf.Tensor:
         """σ: one Rademacher sign per example, [B]."""
-        return rademacher(tf.shape(self.logits)[:1], key, self.logits.dtype)
+        return rademacher(tf.shape(self.logits)[:1], key, self.dtype)
 
     def sign_weighted_gradients(self, signs: tf.Tensor, layers, indices) -> dict[int, tf.Tensor]:
         """{i: Σ_b σ_b ∇_θi ℓ_b} for the variable indices ``indices`` (connected ones only).
@@ -148,7 +167,8 @@ class NoiseBatch:
         if others:
             values = self.tape.gradient(
                 self.logits, [self.variables[i] for i in others],
-                output_gradients=signs[:, tf.newaxis] * self.output_gradients(),
+                output_gradients=tf.cast(signs[:, tf.newaxis] * self.output_gradients(),
+                                         self.logits.dtype),
             )
             signed.update({i: value for i, value in zip(others, values) if value is not None})
         return signed
@@ -162,7 +182,7 @@ class NoiseBatch:
         per_example = self.preactivation_gradients(layers)
         for position, (layer, gradients) in enumerate(zip(layers, per_example)):
             block = KroneckerBlock.for_layer(layer)
-            value = matrix(position, block, self.records[layer.name].inputs, gradients)
+            value = matrix(position, block, self.inputs(layer), gradients)
             for index, part in zip(self.layer_indices(layer), block.from_matrix(value)):
                 if index is not None:
                     parts[index] = part

@@ -53,7 +53,7 @@ def sample(batch: NoiseBatch, layers, key: tf.Tensor) -> dict[int, tf.Tensor]:
     exact_layers = [layer for layer in layers
                     if _is_single_location_dense(KroneckerBlock.for_layer(layer),
                                                  batch.records[layer.name].inputs)]
-    dtype = batch.logits.dtype
+    dtype = batch.dtype
     exact_indices = set()
     squared_norms = [tf.zeros([], dtype)]
     for layer in exact_layers:
@@ -63,8 +63,7 @@ def sample(batch: NoiseBatch, layers, key: tf.Tensor) -> dict[int, tf.Tensor]:
             continue
         with_bias = bias is not None and bias in indices
         exact_indices.update([kernel, bias] if with_bias else [kernel])
-        squared_norms.append(tf.cast(dense_squared_norm_sum(batch.records[layer.name].inputs,
-                                                            gradients, with_bias), dtype))
+        squared_norms.append(dense_squared_norm_sum(batch.inputs(layer), gradients, with_bias))
     signed_layers = [layer for layer in layers if all(layer is not e for e in exact_layers)]
     signed = batch.sign_weighted_gradients(batch.signs(substream(key, 0)), signed_layers,
                                            [i for i in indices if i not in exact_indices])

@@ -13,6 +13,7 @@ import math
 OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
+DTYPE_POLICIES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")  # tfwd.train.precision
 TRAIN_SPLITS = ("train", "train_full")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
@@ -83,6 +84,7 @@ class TrainConfig:
     strategy: str = "default"
     num_replicas: int = 1
     loop: str = "fit"
+    dtype_policy: str = "float32"  # tfwd.train.precision: float32, float64, mixed_*16
     seed: int = 0
     verbose: int = 1
 
@@ -110,6 +112,7 @@ class TrainConfig:
         choice("optimizer", OPTIMIZERS)
         choice("strategy", STRATEGIES)
         choice("loop", LOOPS)
+        choice("dtype_policy", DTYPE_POLICIES)
         choice("train_split", TRAIN_SPLITS)
         choice("decay_type", ("decoupled", "l2"))
         choice("decay_group", ("all", "top", "rest"))

@@ -25,6 +25,7 @@ from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer,
 from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
+from tfwd.train.precision import dtype_policy
 from tfwd.train.step import TrainStep
 from tfwd.train.strategy import is_chief, make_strategy
 from tfwd.train.workdir import RESULTS_FILE, prepare_workdir
@@ -135,6 +136,9 @@ def _timing(started, step_timer) -> dict:
 def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = False) -> dict:
     """Train, evaluate and checkpoint one run in ``workdir``; returns the results dict.
 
+    The run builds and trains under ``config.dtype_policy`` (``tfwd.train.precision``); the
+    previous Keras policy and floatx are restored afterwards.
+
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
     epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
     callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
@@ -145,6 +149,11 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
     config.validate()
+    with dtype_policy(config.dtype_policy):
+        return _train(config, workdir, callbacks, overwrite)
+
+
+def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dict:
     chief = is_chief()
     prepare_workdir(config, workdir, overwrite)
     started = time.time()
@@ -178,8 +187,9 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
     history_store = resume.history_variable()
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done,
-                                     history=history_store)
+    # model.optimizer: under mixed_float16 the LossScaleOptimizer, whose loss scale resumes too.
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                     epochs_done=epochs_done, history=history_store)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), 2)
     results_path = os.path.join(workdir, RESULTS_FILE)
     results = {"config": config.to_dict(), "epochs": [], "status": "running"}
