@@ -153,7 +153,11 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
         f"batch {_joined(c.batch_size for c in configs)}",
         f"{_joined(seed_counts)} seed(s) per run",
     ]
-    if scale.is_paper:
+    if scale.name == "mnist_paper":
+        parts.append("paper 002's settings on MNIST, the learning rate grid-searched per regime "
+                     "on the held-out 5k split (one seed per grid point), every seed trained at "
+                     "the chosen rate on the other 55k")
+    elif scale.is_paper:
         parts.append(f"{searched} of {len(runs)} runs grid-searched on the held-out 5k split "
                      "then retrained on train+validation, the others use the authors' "
                      "published hyper-parameters" if searched else "fixed hyper-parameters")
