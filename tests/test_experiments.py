@@ -462,6 +462,38 @@ def test_mnist_paper_dry_run_lists_the_grid_and_the_shared_search(tmp_path, caps
     assert out.count("searched once, with seed 0") == 12
 
 
+def _fake_results(validation: float, test: float) -> dict:
+    return {"status": "finished", "epochs": [
+        {"epoch": 1, "validation_accuracy": validation, "test_accuracy": test,
+         "wall_time_seconds": 10.0}]}
+
+
+def test_mnist_paper_report_shows_grid_choice_and_flags_a_seed_0_mismatch(tmp_path):
+    from tfwd.experiments.reporting import ReportContext
+
+    experiment = get("p002_table1")
+    scale = Scale("mnist_paper", networks=("mlp",))
+    runs = experiment.runs(scale)
+    search = {"grid": {"learning_rate": [0.05, 0.1, 0.2]},
+              "learning_rate_scaling": {"effective_learning_rates": [1.6, 3.2, 6.4]},
+              "best": {"values": {"learning_rate": 0.2}, "validation_accuracy": 0.97},
+              "trials": [{"values": {"learning_rate": v}, "validation_accuracy": a,
+                          "train_seconds": 100.0, "status": "COMPLETED"}
+                         for v, a in ((0.05, 0.95), (0.1, 0.96), (0.2, 0.97))]}
+    lb = "mnist/mlp/lb_gbn"
+    results = {run.label: [None, None, None] for run in runs}
+    # Seed 0 repeats the chosen trial (0.97); the check must notice when it does not.
+    results[lb] = [_fake_results(0.96, 0.95), _fake_results(0.97, 0.96),
+                   _fake_results(0.98, 0.97)]
+    context = ReportContext(experiment, scale, runs, results, str(tmp_path),
+                            searches={lb: [search] * 3})
+    artifact = experiment.report(context)
+    text = open(os.path.join(str(tmp_path), artifact.path)).read()
+    assert "0.05 (→ 1.6): 95.00, 0.1 (→ 3.2): 96.00, 0.2 (→ 6.4): 97.00 | 0.2 | NO (96.00" in text
+    assert "97.00 ± 1.00 (n=3) | 96.00 ± 1.00 (n=3)" in text  # validation, test
+    assert "| mlp LB+GBN | 300 | 10 / 10 / 10 | 0.09 |" in text  # trials + seeds, hours
+
+
 def test_only_selects_runs_by_label_pattern():
     from tfwd.experiments.runner import selected
 

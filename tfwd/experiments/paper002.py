@@ -235,17 +235,13 @@ def _searched_sections(context: ReportContext, rows, regimes) -> list[str]:
             accuracy.append([name, format_stat(context.final(label, "validation_accuracy"), 2,
                                                100.0),
                              format_stat(_accuracy(context, label), 2, 100.0)])
-            report = next((r["search"] for r in finished if "search" in r), None)
+            report = context.search(label)
             seconds = [sum(e["wall_time_seconds"] for e in r["epochs"]) for r in finished]
             trial_seconds = sum(t.get("train_seconds", 0.0) for t in report["trials"]) \
                 if report else 0.0
             if report:
-                rates = report["learning_rate_scaling"]["effective_learning_rates"]
-                trials = ", ".join(
-                    f"{t['values']['learning_rate']:g} (→ {rate:g}): "
-                    + (f"{100 * t['validation_accuracy']:.2f}" if "validation_accuracy" in t
-                       else t["status"]) for t, rate in zip(report["trials"], rates))
-                search.append([name, trials, f"{report['best']['values']['learning_rate']:g}",
+                search.append([name, _trials_text(report),
+                               f"{report['best']['values']['learning_rate']:g}",
                                _first_seed_check(context, label, report)])
             compute.append([name, f"{trial_seconds:.0f}",
                             " / ".join(f"{x:.0f}" for x in seconds) or "—",
@@ -269,10 +265,20 @@ def _searched_sections(context: ReportContext, rows, regimes) -> list[str]:
                        diagnostics)]
 
 
+def _trials_text(report: dict) -> str:
+    """'η₀ (→ applied rate): validation %' per grid point of a search.json."""
+    scaling = report["learning_rate_scaling"]
+    applied = dict(zip(report["grid"]["learning_rate"], scaling["effective_learning_rates"]))
+    return ", ".join(
+        f"{t['values']['learning_rate']:g} (→ {applied[t['values']['learning_rate']]:g}): "
+        + (f"{100 * t['validation_accuracy']:.2f}" if "validation_accuracy" in t
+           else t["status"]) for t in report["trials"])
+
+
 def _first_seed_check(context: ReportContext, label: str, report: dict) -> str:
     """Whether the first seed's final validation accuracy repeats the chosen trial's."""
     first = context.results[label][0]
-    if first is None or report["best"] is None:
+    if not first or report["best"] is None:
         return "—"
     trial = report["best"]["validation_accuracy"]
     seed = first["epochs"][-1]["validation_accuracy"]

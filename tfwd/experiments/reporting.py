@@ -65,6 +65,8 @@ class ReportContext:
 
     ``results[label]``: one results dict (``tfwd.train`` results.json) per seed of the run,
     None where that seed failed. ``notes``: the runner's remarks (e.g. a skipped search).
+    ``searches[label]``: for runs with a grid search, per seed ``tfwd.tuning``'s search.json
+    dict, None while the search is unfinished.
     """
 
     experiment: Experiment
@@ -73,6 +75,11 @@ class ReportContext:
     results: dict
     out_dir: str
     notes: list = dataclasses.field(default_factory=list)
+    searches: dict = dataclasses.field(default_factory=dict)
+
+    def search(self, label: str) -> dict | None:
+        """The first finished search of the run ``label``, or None."""
+        return next((s for s in self.searches.get(label, []) if s is not None), None)
 
     def run(self, label: str) -> Run:
         for run in self.runs:

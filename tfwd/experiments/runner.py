@@ -101,8 +101,7 @@ def plan_runs(runs: Sequence[Run], workdir: str, *, data_dir: str | None = None,
 
 
 def finished_results(planned: PlannedRun) -> dict | None:
-    """The results of a finished run, or None; a searched run's carry its ``search``
-    (``tfwd.tuning``'s search.json: the grid, every trial's score, the best point)."""
+    """The results of a finished run, or None."""
     if not os.path.exists(planned.results_path):
         return None
     with open(planned.results_path) as f:
@@ -110,12 +109,24 @@ def finished_results(planned: PlannedRun) -> dict | None:
     if (results.get("status") != "finished"
             or len(results.get("epochs", [])) < planned.config.epochs):
         return None
-    if planned.search_directory is not None:
-        search_path = os.path.join(planned.search_directory, SEARCH_REPORT_FILE)
-        if os.path.exists(search_path):
-            with open(search_path) as f:
-                results["search"] = json.load(f)
     return results
+
+
+def finished_searches(planned: Sequence[PlannedRun]) -> dict[str, list[dict | None]]:
+    """{label: per seed, ``tfwd.tuning``'s search.json (grid, every trial's score, the best
+    point) or None} for the runs with a grid search; a search shared by the seeds
+    (``Run.search_once``) appears once per seed."""
+    searches: dict[str, list[dict | None]] = {}
+    for item in planned:
+        if item.search_directory is None:
+            continue
+        path = os.path.join(item.search_directory, SEARCH_REPORT_FILE)
+        report = None
+        if os.path.exists(path):
+            with open(path) as f:
+                report = json.load(f)
+        searches.setdefault(item.run.label, []).append(report)
+    return searches
 
 
 def _train_best_point(planned: PlannedRun) -> None:
@@ -222,7 +233,8 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
             log(f"{name}: {_outcome(results)} after {time.time() - run_start:.1f} s.")
         by_run[(item.run.label, item.seed)] = results
     results = {run.label: [by_run[(run.label, seed)] for seed in run.seeds] for run in runs}
-    context = ReportContext(experiment, scale, runs, results, entry_dir)
+    context = ReportContext(experiment, scale, runs, results, entry_dir,
+                            searches=finished_searches(planned))
     artifact = experiment.report(context)
     complete = all(value is not None for value in by_run.values())
     record = {
