@@ -240,8 +240,7 @@ def _searched_sections(context: ReportContext, rows, regimes) -> list[str]:
             trial_seconds = sum(t.get("train_seconds", 0.0) for t in report["trials"]) \
                 if report else 0.0
             if report:
-                search.append([name, _trials_text(report),
-                               f"{report['best']['values']['learning_rate']:g}",
+                search.append([name, _trials_text(report), _chosen_text(report),
                                _first_seed_check(context, label, report)])
             compute.append([name, f"{trial_seconds:.0f}",
                             " / ".join(f"{x:.0f}" for x in seconds) or "—",
@@ -273,6 +272,19 @@ def _trials_text(report: dict) -> str:
         f"{t['values']['learning_rate']:g} (→ {applied[t['values']['learning_rate']]:g}): "
         + (f"{100 * t['validation_accuracy']:.2f}" if "validation_accuracy" in t
            else t["status"]) for t in report["trials"])
+
+
+def _chosen_text(report: dict) -> str:
+    """The chosen η₀, and the grid points it tied with (``tfwd.tuning`` keeps the first)."""
+    best = report["best"]
+    ties = [t["values"]["learning_rate"] for t in report["trials"]
+            if t is not best and t.get("validation_accuracy") == best["validation_accuracy"]
+            and t["values"] != best["values"]]
+    chosen = f"{best['values']['learning_rate']:g}"
+    if ties:
+        chosen += (f" (tied with {', '.join(f'{v:g}' for v in ties)}; the first in grid order "
+                   "is kept)")
+    return chosen
 
 
 def _first_seed_check(context: ReportContext, label: str, report: dict) -> str:
