@@ -160,7 +160,7 @@ LR_DECAY_EVERY_EPOCHS_002 = 60
 # Paper 002 table 1's MNIST rows with every setting above (200 epochs, M_L, M_S, GBN, linear
 # scaling with 5 warm-up epochs, noise until epoch 50, ×0.1 every 60, 3 seeds); the paper does
 # not give its MLP, so its size is ours: two hidden layers (the smoke scale's depth) as narrow
-# as keeps the whole MLP row, grid included, within ~2 h on one core (REPRODUCTION.md §1b).
+# as keeps the whole MLP row, grid included, within ~2 CPU-hours (REPRODUCTION.md §1b).
 MNIST_PAPER_MLP = {"depth": 2, "width": 64}
 # Base learning rates at batch 128 searched per regime, a factor 2 either side of
 # SGD_SETTINGS_002's 0.1 (so 1.6 / 3.2 / 6.4 at M_L = 4096 under linear scaling): the paper
