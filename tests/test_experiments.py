@@ -377,6 +377,132 @@ def test_paper_002_figure3_uses_one_learning_rate_and_records_its_diagnostics():
         ("cifar100", "vgg16")}
 
 
+# ----------------------------------------------------------------------- mnist_paper scale
+
+MNIST_PAPER = Scale("mnist_paper")
+# Paper 002 does not give its grid; ours is a factor 2 either side of η₀ = 0.1 at batch 128.
+MNIST_PAPER_GRID = {"learning_rate": (0.05, 0.1, 0.2)}
+
+
+def test_mnist_paper_scale_is_table1s_mnist_rows_at_the_papers_settings():
+    runs = get("p002_table1").runs(MNIST_PAPER)
+    assert {(r.config.dataset, r.config.model) for r in runs} == {("mnist", "mlp"),
+                                                                  ("mnist", "lenet")}
+    assert {_regime(r.label) for r in runs} == {"sb", "lb_gbn", "trace", "diag_f"}
+    assert len(runs) == 8
+    for run in runs:
+        _check_002(run)  # 200 epochs, M_S 128, M_L 4096 + GBN 128, linear + warm-up, noise 50
+        config = run.config
+        assert config.lr_decay_every_epochs == 60 and config.lr_decay_factor == 0.1
+        assert not config.augment and config.evaluate_test
+        # The seeds train on the split whose held-out 5k chose their learning rate.
+        assert config.train_split == "train"
+        assert dict(run.search) == MNIST_PAPER_GRID and run.search_once
+        assert {"hessian_eigenvalue", "fisher_norms", "gradient_variance"} <= set(
+            config.diagnostics)
+    # One network per row, the same for every regime.
+    for model in ("mlp", "lenet"):
+        kwargs = {json.dumps(r.config.model_kwargs, sort_keys=True) for r in runs
+                  if r.config.model == model}
+        assert len(kwargs) == 1
+    mlp = next(r.config for r in runs if r.config.model == "mlp")
+    assert mlp.model_kwargs["depth"] == 2
+
+
+def test_mnist_paper_grid_scales_linearly_to_the_large_batch():
+    from tfwd.tuning import effective_learning_rates
+
+    lb = next(r.config for r in get("p002_table1").runs(MNIST_PAPER)
+              if r.label == "mnist/mlp/diag_f")
+    rates = effective_learning_rates(MNIST_PAPER_GRID, lb)
+    assert rates == pytest.approx((0.05 * 32, 0.1 * 32, 0.2 * 32))
+
+
+def test_mnist_paper_networks_select_rows_and_bad_scales_fail_early(tmp_path):
+    runs = get("p002_table1").runs(Scale("mnist_paper", networks=("mlp",)))
+    assert {r.config.model for r in runs} == {"mlp"} and len(runs) == 4
+    with pytest.raises(ValueError, match="networks"):
+        Scale("mnist_paper", networks=("resnet",))
+    with pytest.raises(ValueError, match="networks"):
+        Scale("smoke", networks=("mlp",))
+    with pytest.raises(ValueError, match="mnist_paper"):
+        Scale("mnist_paper", epochs=8)
+    with pytest.raises(ValueError, match="p002_table2 is not defined at scale"):
+        run_experiments("p002_table1,p002_table2", MNIST_PAPER, str(tmp_path))
+    assert not os.listdir(tmp_path)  # nothing trained, nothing written
+
+
+def test_mnist_paper_seeds_share_one_search_of_the_first_seed(tmp_path):
+    planned = plan_runs(get("p002_table1").runs(Scale("mnist_paper", networks=("mlp",))),
+                        str(tmp_path))
+    assert len(planned) == 4 * 3 and len({p.key for p in planned}) == 12
+    for label in {p.run.label for p in planned}:
+        seeds = [p for p in planned if p.run.label == label]
+        assert [p.seed for p in seeds] == [0, 1, 2]
+        assert len({p.search_directory for p in seeds}) == 1
+        first = seeds[0]
+        # The search of seed 0 alone, as a per-seed search would have it: same trials.
+        expected = os.path.join(str(tmp_path), "runs",
+                                config_hash(first.config, first.run.search), "search")
+        assert first.search_directory == expected
+        for p in seeds:
+            assert p.results_path == os.path.join(p.directory, "results.json")
+    # Other regimes search separately.
+    assert len({p.search_directory for p in planned}) == 4
+
+
+def test_mnist_paper_dry_run_lists_the_grid_and_the_shared_search(tmp_path, capsys):
+    from tfwd.launch.experiment import _dry_run
+
+    _dry_run([get("p002_table1")], Scale("mnist_paper", networks=("mlp",)), str(tmp_path))
+    out = capsys.readouterr().out
+    assert "12 run(s)" in out and "12 distinct run(s)." in out
+    assert out.count("search={'learning_rate': (0.05, 0.1, 0.2)}") == 12
+    assert out.count("batch=4096 epochs=200") == 9 and out.count("batch=128 epochs=200") == 3
+    assert out.count("searched once, with seed 0") == 12
+
+
+def _fake_results(validation: float, test: float) -> dict:
+    return {"status": "finished", "epochs": [
+        {"epoch": 1, "validation_accuracy": validation, "test_accuracy": test,
+         "wall_time_seconds": 10.0}]}
+
+
+def test_mnist_paper_report_shows_grid_choice_and_flags_a_seed_0_mismatch(tmp_path):
+    from tfwd.experiments.reporting import ReportContext
+
+    experiment = get("p002_table1")
+    scale = Scale("mnist_paper", networks=("mlp",))
+    runs = experiment.runs(scale)
+    search = {"grid": {"learning_rate": [0.05, 0.1, 0.2]},
+              "learning_rate_scaling": {"effective_learning_rates": [1.6, 3.2, 6.4]},
+              "best": {"values": {"learning_rate": 0.2}, "validation_accuracy": 0.97},
+              "trials": [{"values": {"learning_rate": v}, "validation_accuracy": a,
+                          "train_seconds": 100.0, "status": "COMPLETED"}
+                         for v, a in ((0.05, 0.95), (0.1, 0.96), (0.2, 0.97))]}
+    lb = "mnist/mlp/lb_gbn"
+    results = {run.label: [None, None, None] for run in runs}
+    # Seed 0 repeats the chosen trial (0.97); the check must notice when it does not.
+    results[lb] = [_fake_results(0.96, 0.95), _fake_results(0.97, 0.96),
+                   _fake_results(0.98, 0.97)]
+    context = ReportContext(experiment, scale, runs, results, str(tmp_path),
+                            searches={lb: [search] * 3})
+    artifact = experiment.report(context)
+    text = open(os.path.join(str(tmp_path), artifact.path)).read()
+    assert "0.05 (→ 1.6): 95.00, 0.1 (→ 3.2): 96.00, 0.2 (→ 6.4): 97.00 | 0.2 | NO (96.00" in text
+    assert "97.00 ± 1.00 (n=3) | 96.00 ± 1.00 (n=3)" in text  # validation, test
+    assert "| mlp LB+GBN | 300 | 10 / 10 / 10 | 0.09 |" in text  # trials + seeds, hours
+
+
+def test_only_selects_runs_by_label_pattern():
+    from tfwd.experiments.runner import selected
+
+    assert selected("mnist/mlp/sb", None)
+    assert selected("mnist/mlp/sb", ["mnist/mlp/sb"])
+    assert not selected("mnist/mlp/sb", ["mnist/mlp/lb*"])
+    assert selected("mnist/mlp/lb_gbn", ["mnist/mlp/sb", "mnist/mlp/lb*"])
+
+
 def test_published_numbers_are_reference_md():
     assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["sgd"] == (91.71, 93.39)
     assert published.TABLE1_000[("cifar10", "vgg16", True, True)]["adam"] == (92.89, 93.62)

@@ -22,7 +22,7 @@ from tfwd.experiments.published import REGIME_NAMES
 from tfwd.experiments.reporting import (ReportContext, format_published,
                                         format_stat, markdown_table, new_figure, plot_artifact,
                                         save_plot, table_artifact, write_page)
-from tfwd.experiments.spec import Artifact, Experiment, Run, Scale
+from tfwd.experiments.spec import SCALES, Artifact, Experiment, Run, Scale
 from tfwd.noise import quadratic
 from tfwd.train import TrainConfig
 
@@ -70,18 +70,23 @@ def run_002(scale: Scale, row: tuple, regime: str, *, lr_scaling: str = "linear"
     label = _label(row, regime, lr_scaling)
     fields = dict(settings.SGD_SETTINGS_002, batch_norm=True, bn_affine=False,
                   noise=spec.noise, diagnostics=list(diagnostics), verbose=0)
-    if scale.is_paper:
-        model_name, kwargs = _paper_model(model)
+    search = None
+    if scale.name in ("paper", "mnist_paper"):
         small, large, ghost = (settings.SMALL_BATCH_002, settings.LARGE_BATCH_002,
                                settings.GHOST_BATCH_002)
         epochs = settings.EPOCHS_002
         phase = settings.NOISE_UNTIL_EPOCH_002
         warmup = settings.WARMUP_EPOCHS_002
         batch_change_epochs = settings.SMALL_BATCH_EPOCHS_002
-        fields.update(dataset=dataset, model=model_name, model_kwargs=kwargs,
-                      augment=dataset.startswith("cifar"),
-                      lr_decay_every_epochs=settings.LR_DECAY_EVERY_EPOCHS_002,
-                      train_split=settings.PAPER_TRAIN_SPLIT)
+        fields["lr_decay_every_epochs"] = settings.LR_DECAY_EVERY_EPOCHS_002
+        if scale.is_paper:
+            model_name, kwargs = _paper_model(model)
+            fields.update(dataset=dataset, model=model_name, model_kwargs=kwargs,
+                          augment=dataset.startswith("cifar"),
+                          train_split=settings.PAPER_TRAIN_SPLIT)
+        else:
+            fields.update(_mnist_paper_fields(model))
+            search = {"learning_rate": settings.MNIST_PAPER_LEARNING_RATES}
         seeds = settings.seeds(scale, settings.SEEDS_002)
     else:
         sizes = settings.small_sizes(scale)
@@ -109,11 +114,30 @@ def run_002(scale: Scale, row: tuple, regime: str, *, lr_scaling: str = "linear"
         fields["ghost_batch_size"] = ghost
     if spec.batch_change:
         fields["small_batch_epochs"] = batch_change_epochs
-    return Run(label, TrainConfig(**fields), seeds=seeds)
+    return Run(label, TrainConfig(**fields), seeds=seeds, search=search,
+               search_once=search is not None)
+
+
+def _mnist_paper_fields(model: str) -> dict:
+    """The mnist_paper scale's network, data and diagnostics: seeds train on ``train`` so that
+    the held-out split that chose their learning rate is also reported (test once, at the
+    end), and figure 3's diagnostics are recorded sparsely (``settings``)."""
+    return dict(dataset="mnist", model=model,
+                model_kwargs=dict(settings.MNIST_PAPER_MLP) if model == "mlp" else {},
+                augment=False, train_split="train", test_every_epoch=False,
+                diagnostics=list(settings.MNIST_PAPER_DIAGNOSTICS),
+                diagnostics_every_epochs=settings.MNIST_PAPER_DIAGNOSTICS_EVERY_EPOCHS)
 
 
 def _rows(scale: Scale, paper_rows, small_rows) -> list[tuple]:
-    return list(paper_rows) if scale.is_paper else list(small_rows)
+    """The (dataset, network) rows of a table at ``scale``: the paper's, the small scales'
+    MNIST stand-ins, or at the mnist_paper scale the paper's MNIST rows (``scale.networks``)."""
+    if scale.is_paper:
+        return list(paper_rows)
+    if scale.name == "mnist_paper":
+        return [row for row in paper_rows if row[0] == "mnist"
+                and (scale.networks is None or row[1] in scale.networks)]
+    return list(small_rows)
 
 
 def _accuracy(context: ReportContext, label: str):
@@ -127,8 +151,10 @@ def _batch_settings(context: ReportContext) -> str:
     if not small or not large:
         return ""
     s, l = small[0], large[0]
+    searched = any(r.search for r in context.runs)
+    rate = "η₀ searched per regime (below)" if searched else f"η₀ = {l.learning_rate:g}"
     return (f"Measured runs: M_S = {s.batch_size}, M_L = {l.batch_size}, ghost batch "
-            f"{l.ghost_batch_size}, {l.lr_scaling} LR scaling from η₀ = {l.learning_rate:g} at "
+            f"{l.ghost_batch_size}, {l.lr_scaling} LR scaling from {rate} at "
             f"batch {l.base_batch_size} with {l.warmup_epochs:g} warm-up epoch(s), noise until "
             f"epoch {l.noise_until_epoch} of {l.epochs}.")
 
@@ -143,7 +169,7 @@ def _model_text(config: TrainConfig) -> str:
 
 
 def _regime_table(context: ReportContext, rows, regimes, published_table, filename: str,
-                  intro: str = "", scaling=lambda regime: "linear") -> Artifact:
+                  intro: str = "", scaling=lambda regime: "linear", extra=()) -> Artifact:
     """Measured test accuracy per (row, regime), the published value in the cell where the
     paper has the same (dataset, network), then the whole published table."""
     header = ["dataset", "network (trained)"] + [REGIME_NAMES[r] for r in regimes]
@@ -166,7 +192,7 @@ def _regime_table(context: ReportContext, rows, regimes, published_table, filena
         f"{intro} {_batch_settings(context)} Test accuracy (%); the paper reports "
         "'validation accuracy' (the test set for CIFAR).", markdown_table(header, measured_rows),
         "Published (paper 002):", markdown_table(["dataset", "network"] + header[2:],
-                                                 published_rows)])
+                                                 published_rows), *extra])
     return table_artifact(context, path, header, "; ".join(summary))
 
 
@@ -188,9 +214,105 @@ def _table1_runs(scale: Scale) -> list[Run]:
 
 def _table1_report(context: ReportContext):
     rows = _rows(context.scale, published.TABLE1_002, SMALL_TABLE1_ROWS)
+    extra = _searched_sections(context, rows, TABLE1_REGIMES) if any(
+        r.search_once for r in context.runs) else ()
     return _regime_table(context, rows, TABLE1_REGIMES, published.TABLE1_002,
                          "p002_table1.md", intro="Paper: M_L = 4096, M_S = 128, ghost BN 128, "
-                         "linear LR scaling with warm-up, noise until epoch 50 of 200.")
+                         "linear LR scaling with warm-up, noise until epoch 50 of 200.",
+                         extra=extra)
+
+
+def _searched_sections(context: ReportContext, rows, regimes) -> list[str]:
+    """mnist_paper scale: validation beside test accuracy, the learning-rate search of each
+    regime (one seed per grid point, scored on the held-out split), the compute, and
+    figure 3's diagnostics at the last epoch."""
+    accuracy, search, compute, diagnostics = [], [], [], []
+    for row in rows:
+        for regime in regimes:
+            label = _label(row, regime)
+            finished = context.finished(label)
+            name = f"{row[1]} {REGIME_NAMES[regime]}"
+            accuracy.append([name, format_stat(context.final(label, "validation_accuracy"), 2,
+                                               100.0),
+                             format_stat(_accuracy(context, label), 2, 100.0)])
+            report = context.search(label)
+            seconds = [sum(e["wall_time_seconds"] for e in r["epochs"]) for r in finished]
+            trial_seconds = sum(t.get("train_seconds", 0.0) for t in report["trials"]) \
+                if report else 0.0
+            if report:
+                search.append([name, _trials_text(report), _chosen_text(report),
+                               _first_seed_check(context, label, report)])
+            compute.append([name, f"{trial_seconds:.0f}",
+                            " / ".join(f"{x:.0f}" for x in seconds) or "—",
+                            f"{(trial_seconds + sum(seconds)) / 3600:.2f}"])
+            diagnostics.append([name] + _final_diagnostics(context, label))
+    return [
+        "Held-out validation (the 5k split that chose the learning rate) and test accuracy "
+        "(%) of the seeds:", markdown_table(["regime", "validation", "test"], accuracy),
+        "Learning-rate search (seed 0, final-epoch validation accuracy %; base rate at batch "
+        "128 → the rate applied). Seed 0 trains the chosen trial's configuration again, with "
+        "the test set evaluated: its validation accuracy must equal the trial's (the runs are "
+        "deterministic).", markdown_table(["regime", "grid", "chosen η₀",
+                                            "seed 0 validation = trial's"], search),
+        "Compute (seconds of training and diagnostics, evaluation excluded; grid trials in "
+        "all, then each seed):",
+        markdown_table(["regime", "grid trials", "seeds", "hours in all"], compute),
+        "Figure 3's diagnostics after the last epoch (mean ± sd over seeds): ‖F‖_F / ‖diag "
+        "F‖_F of the empirical Fisher, the mean over layers of the per-layer gradient variance, "
+        "and λ_max of the Hessian (BN folded, temperature fitted on the test set):",
+        markdown_table(["regime", "‖F‖_F/‖diag F‖_F", "gradient variance", "λ_max"],
+                       diagnostics)]
+
+
+def _trials_text(report: dict) -> str:
+    """'η₀ (→ applied rate): validation %' per grid point of a search.json."""
+    scaling = report["learning_rate_scaling"]
+    applied = dict(zip(report["grid"]["learning_rate"], scaling["effective_learning_rates"]))
+    return ", ".join(
+        f"{t['values']['learning_rate']:g} (→ {applied[t['values']['learning_rate']]:g}): "
+        + (f"{100 * t['validation_accuracy']:.2f}" if "validation_accuracy" in t
+           else t["status"]) for t in report["trials"])
+
+
+def _chosen_text(report: dict) -> str:
+    """The chosen η₀, and the grid points it tied with (``tfwd.tuning`` keeps the first)."""
+    best = report["best"]
+    ties = [t["values"]["learning_rate"] for t in report["trials"]
+            if t is not best and t.get("validation_accuracy") == best["validation_accuracy"]
+            and t["values"] != best["values"]]
+    chosen = f"{best['values']['learning_rate']:g}"
+    if ties:
+        chosen += (f" (tied with {', '.join(f'{v:g}' for v in ties)}; the first in grid order "
+                   "is kept)")
+    return chosen
+
+
+def _first_seed_check(context: ReportContext, label: str, report: dict) -> str:
+    """Whether the first seed's final validation accuracy repeats the chosen trial's."""
+    first = context.results[label][0]
+    if not first or report["best"] is None:
+        return "—"
+    trial = report["best"]["validation_accuracy"]
+    seed = first["epochs"][-1]["validation_accuracy"]
+    return ("yes" if seed == trial else "NO") + f" ({100 * seed:.2f} vs {100 * trial:.2f})"
+
+
+def _final_diagnostics(context: ReportContext, label: str) -> list[str]:
+    """Figure 3's three measures at each seed's last measured epoch (undefined ones left
+    out, e.g. no temperature calibrates the model): formatted mean ± sd (n)."""
+    def defined(extract):
+        return lambda v: None if "undefined" in v else extract(v)
+
+    measures = (("fisher_norms", lambda v: v["full"] / v["diagonal"] if v["diagonal"]
+                 else None),
+                ("gradient_variance", lambda v: float(np.mean(list(v.values())))),
+                ("hessian_eigenvalue", lambda v: v["eigenvalue"]))
+    cells = []
+    for name, extract in measures:
+        value = context.final_diagnostic(label, name, defined(extract))
+        cells.append("—" if value is None else f"{value.mean:.3g} ± {value.std:.2g} "
+                     f"(n={value.n})")
+    return cells
 
 
 # ------------------------------------------------------------------------------ table 2
@@ -413,7 +535,7 @@ EXPERIMENTS = (
                "for SB, LB+GBN, LB+diag F (§4.1-4.2).", _fig3_runs, _fig3_report),
     Experiment("p002_table1", "002", "Table 1",
                "Accuracy of SB, LB+GBN, LB+GBN+trace noise and LB+GBN+diagonal Fisher noise "
-               "(§4.3).", _table1_runs, _table1_report),
+               "(§4.3).", _table1_runs, _table1_report, scales=SCALES),
     Experiment("p002_table2", "002", "Table 2",
                "Accuracy of BatchChange, Multiplicative and K-FAC noise beside SB and Diag-F "
                "(appendix E).", _table2_runs, _table2_report),

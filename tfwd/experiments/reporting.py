@@ -65,6 +65,8 @@ class ReportContext:
 
     ``results[label]``: one results dict (``tfwd.train`` results.json) per seed of the run,
     None where that seed failed. ``notes``: the runner's remarks (e.g. a skipped search).
+    ``searches[label]``: for runs with a grid search, per seed ``tfwd.tuning``'s search.json
+    dict, None while the search is unfinished.
     """
 
     experiment: Experiment
@@ -73,6 +75,11 @@ class ReportContext:
     results: dict
     out_dir: str
     notes: list = dataclasses.field(default_factory=list)
+    searches: dict = dataclasses.field(default_factory=dict)
+
+    def search(self, label: str) -> dict | None:
+        """The first finished search of the run ``label``, or None."""
+        return next((s for s in self.searches.get(label, []) if s is not None), None)
 
     def run(self, label: str) -> Run:
         for run in self.runs:
@@ -153,7 +160,11 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
         f"batch {_joined(c.batch_size for c in configs)}",
         f"{_joined(seed_counts)} seed(s) per run",
     ]
-    if scale.is_paper:
+    if scale.name == "mnist_paper":
+        parts.append("paper 002's settings on MNIST, the learning rate grid-searched per regime "
+                     "on the held-out 5k split (one seed per grid point), every seed trained at "
+                     "the chosen rate on the other 55k")
+    elif scale.is_paper:
         parts.append(f"{searched} of {len(runs)} runs grid-searched on the held-out 5k split "
                      "then retrained on train+validation, the others use the authors' "
                      "published hyper-parameters" if searched else "fixed hyper-parameters")

@@ -5,7 +5,9 @@ Layout of ``workdir``::
     runs/<hash>/           one tfwd.train workdir per (configuration, seed); entries that need
                            the same configuration share it (``spec.config_hash``)
     runs/<hash>/search/    paper scale, runs without published hyper-parameters: the grid
-                           search and the retraining (``tfwd.tuning.run_search``)
+                           search and the retraining (``tfwd.tuning.run_search``); a run
+                           searched once for all its seeds (``Run.search_once``) trains each
+                           seed in its own runs/<hash>/ and shares the first seed's search
     <entry>/               the entry's table or plot, and artifact.json (what was run, how long)
     index.md               one link per entry
 
@@ -16,6 +18,7 @@ reported and leaves its entry incomplete, so the next invocation retries it.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 import time
@@ -34,6 +37,7 @@ RECORD_FILE = "artifact.json"
 RESULTS_FILE = "results.json"  # tfwd.train's
 SEARCH_DIR = "search"
 RETRAIN_DIR = "retrain"  # tfwd.tuning's retraining directory inside a search
+SEARCH_REPORT_FILE = "search.json"  # tfwd.tuning's
 
 
 @dataclasses.dataclass
@@ -45,10 +49,11 @@ class PlannedRun:
     config: TrainConfig
     key: str
     directory: str
+    search_directory: str | None = None  # where the run's grid search lives
 
     @property
     def results_path(self) -> str:
-        if self.run.search:
+        if self.run.search and not self.run.search_once:
             return os.path.join(self.directory, SEARCH_DIR, RETRAIN_DIR, RESULTS_FILE)
         return os.path.join(self.directory, RESULTS_FILE)
 
@@ -78,9 +83,15 @@ def plan_runs(runs: Sequence[Run], workdir: str, *, data_dir: str | None = None,
             source = plan(reference, seed)
             reference_key = source.key
             config = dataclasses.replace(config, weight_norm_reference=source.results_path)
-        key = config_hash(config, run.search, reference_key)
-        planned[(run.label, seed)] = PlannedRun(run, seed, config, key,
-                                                os.path.join(workdir, RUNS_DIR, key))
+        key = config_hash(config, run.search, reference_key, run.search_once)
+        directory = os.path.join(workdir, RUNS_DIR, key)
+        search_directory = os.path.join(directory, SEARCH_DIR) if run.search else None
+        if run.search_once:  # the directory a search of the first seed alone would have
+            first = dataclasses.replace(config, seed=run.seeds[0])
+            search_directory = os.path.join(workdir, RUNS_DIR,
+                                            config_hash(first, run.search), SEARCH_DIR)
+        planned[(run.label, seed)] = PlannedRun(run, seed, config, key, directory,
+                                                search_directory)
         return planned[(run.label, seed)]
 
     for run in runs:
@@ -101,19 +112,52 @@ def finished_results(planned: PlannedRun) -> dict | None:
     return results
 
 
+def finished_searches(planned: Sequence[PlannedRun]) -> dict[str, list[dict | None]]:
+    """{label: per seed, ``tfwd.tuning``'s search.json (grid, every trial's score, the best
+    point) or None} for the runs with a grid search; a search shared by the seeds
+    (``Run.search_once``) appears once per seed."""
+    searches: dict[str, list[dict | None]] = {}
+    for item in planned:
+        if item.search_directory is None:
+            continue
+        path = os.path.join(item.search_directory, SEARCH_REPORT_FILE)
+        report = None
+        if os.path.exists(path):
+            with open(path) as f:
+                report = json.load(f)
+        searches.setdefault(item.run.label, []).append(report)
+    return searches
+
+
+def _train_best_point(planned: PlannedRun) -> None:
+    """``Run.search_once``: search with the first seed (reused once finished), then train
+    this seed at the best point on the run's own split."""
+    from tfwd.diagnostics import train_with_diagnostics
+    from tfwd.tuning import run_search
+
+    first = dataclasses.replace(planned.config, seed=planned.run.seeds[0])
+    report = run_search(first, planned.search_directory, grid=dict(planned.run.search),
+                        retrain_best=False)
+    config = dataclasses.replace(planned.config, **report["best"]["values"])
+    train_with_diagnostics(config, planned.directory)
+
+
 def train_planned(planned: PlannedRun) -> dict:
-    """Train (or continue) one run; paper-scale runs with a grid search and retrain first."""
+    """Train (or continue) one run; runs with a grid search search it first."""
     import keras
 
     keras.backend.clear_session()
     if planned.run.search:
-        from tfwd.tuning import run_search  # the paper scale only
+        if planned.run.search_once:
+            _train_best_point(planned)
+        else:
+            from tfwd.tuning import run_search  # the paper scale only
 
-        run_search(planned.config, os.path.join(planned.directory, SEARCH_DIR),
-                   grid=dict(planned.run.search))
+            run_search(planned.config, planned.search_directory, grid=dict(planned.run.search))
         results = finished_results(planned)
         if results is None:
-            raise RuntimeError(f"the search in {planned.directory} retrained no model.")
+            raise RuntimeError(f"the search in {planned.search_directory} trained no model "
+                               f"into {planned.results_path}.")
         return results
     from tfwd.diagnostics import train_with_diagnostics
 
@@ -143,10 +187,21 @@ def _outcome(results: dict | None) -> str:
     return f"{key} {final.get(key, float('nan')):.4f}"
 
 
+def selected(label: str, only: Sequence[str] | None) -> bool:
+    """Whether ``only`` (shell patterns of run labels, None: every run) selects ``label``."""
+    return only is None or any(fnmatch.fnmatchcase(label, pattern) for pattern in only)
+
+
 def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
                    data_dir: str | None = None, verbose: int = 0,
-                   log: Callable[[str], None] = print) -> dict:
-    """Train the entry's runs that are not finished, write its artifact; returns its record."""
+                   log: Callable[[str], None] = print,
+                   only: Sequence[str] | None = None) -> dict:
+    """Train the entry's runs that are not finished, write its artifact; returns its record.
+
+    ``only``: train only the runs whose label matches one of these shell patterns (e.g.
+    ``"mnist/mlp/sb"``); the others are read if finished and otherwise left out of the report,
+    which is then marked incomplete. Processes given disjoint patterns can share a workdir."""
+    experiment.check_scale(scale)
     start = time.time()
     runs = list(experiment.runs(scale))
     planned = plan_runs(runs, workdir, data_dir=data_dir, verbose=verbose)
@@ -167,6 +222,8 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
         results = finished_results(item)
         if results is not None:
             log(f"{name}: finished earlier, {_outcome(results)}.")
+        elif not selected(item.run.label, only):
+            log(f"{name}: not finished and not selected (only={list(only)}), left out.")
         else:
             log(f"{name}: training {item.config.epochs} epoch(s) in {item.directory} ...")
             run_start = time.time()
@@ -179,7 +236,8 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
             log(f"{name}: {_outcome(results)} after {time.time() - run_start:.1f} s.")
         by_run[(item.run.label, item.seed)] = results
     results = {run.label: [by_run[(run.label, seed)] for seed in run.seeds] for run in runs}
-    context = ReportContext(experiment, scale, runs, results, entry_dir)
+    context = ReportContext(experiment, scale, runs, results, entry_dir,
+                            searches=finished_searches(planned))
     artifact = experiment.report(context)
     complete = all(value is not None for value in by_run.values())
     record = {
@@ -203,10 +261,13 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
 
 
 def run_experiments(selection: str, scale: Scale, workdir: str, *, data_dir: str | None = None,
-                    verbose: int = 0, log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run ``selection`` ("all" or comma-separated names) and rewrite index.md."""
+                    verbose: int = 0, log: Callable[[str], None] = print,
+                    only: Sequence[str] | None = None) -> dict[str, dict]:
+    """Run ``selection`` ("all" or comma-separated names) and rewrite index.md; ``only``
+    restricts the training to some runs (``run_experiment``)."""
     experiments = registry.select(selection)
     for experiment in experiments:  # fail on a bad configuration before any training
+        experiment.check_scale(scale)
         plan_runs(experiment.runs(scale), workdir)
     os.makedirs(workdir, exist_ok=True)
     records = {}
@@ -214,7 +275,8 @@ def run_experiments(selection: str, scale: Scale, workdir: str, *, data_dir: str
         for number, experiment in enumerate(experiments, 1):
             log(f"[{number}/{len(experiments)}] {experiment.name}")
             records[experiment.name] = run_experiment(experiment, scale, workdir,
-                                                      data_dir=data_dir, verbose=verbose, log=log)
+                                                      data_dir=data_dir, verbose=verbose, log=log,
+                                                      only=only)
     write_index(workdir)
     return records
 

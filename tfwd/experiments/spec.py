@@ -6,10 +6,14 @@ paper scale optionally the hyper-parameter grid the paper searched); its
 ``report(context)`` turns their results into the artifact (a markdown table or a PNG plot)
 with the published numbers beside the measured ones.
 
-Three scales (``SCALES``):
+Four scales (``SCALES``):
 
 * ``"paper"`` — the papers' datasets, models, epochs, schedules, grids and the authors'
   hyper-parameters (REFERENCE.md §3-4). Days of GPU time; not run here.
+* ``"mnist_paper"`` — paper 002 table 1's MNIST rows exactly as the paper trains them (200
+  epochs, M_L = 4096, ...), with the learning rate searched per regime on the held-out split:
+  hours on a CPU (``tfwd.experiments.settings``, REPRODUCTION.md). Only the entries that list it
+  in ``Experiment.scales``; ``networks`` restricts it to some of the rows.
 * ``"smoke"`` — real MNIST, small models, 2 epochs: every entry in a few minutes on a CPU.
   ``epochs`` and ``seeds`` may override its budget (REPRODUCTION.md runs).
 * ``"tiny"`` — the same pipeline in seconds per run, for the tests only.
@@ -26,7 +30,10 @@ from typing import Callable, Mapping, Sequence
 
 from tfwd.train import TrainConfig
 
-SCALES = ("paper", "smoke", "tiny")
+SCALES = ("paper", "mnist_paper", "smoke", "tiny")
+# The scales of an entry that does not name its own (``Experiment.scales``).
+DEFAULT_SCALES = ("paper", "smoke", "tiny")
+MNIST_PAPER_NETWORKS = ("mlp", "lenet")
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
 COSMETIC_FIELDS = ("verbose", "data_dir")
 # ``weight_norm_reference`` value that points at another run of the same entry.
@@ -42,11 +49,14 @@ class Scale:
       epochs: smoke/tiny only — train this many epochs instead of the scale's default
         (epoch-based settings such as the noise phase follow it).
       seeds: smoke/tiny only — train every run with seeds 0..seeds-1.
+      networks: mnist_paper only — train only the rows of these networks (of
+        ``MNIST_PAPER_NETWORKS``); None: all of them.
     """
 
     name: str
     epochs: int | None = None
     seeds: int | None = None
+    networks: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.name not in SCALES:
@@ -55,11 +65,19 @@ class Scale:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
-            if value is not None and self.name == "paper":
+            if value is not None and self.name in ("paper", "mnist_paper"):
                 raise ValueError(
-                    f"{field} overrides only the smoke and tiny scales; the paper scale "
+                    f"{field} overrides only the smoke and tiny scales; the {self.name} scale "
                     "keeps the papers' settings."
                 )
+        if self.networks is not None:
+            if self.name != "mnist_paper":
+                raise ValueError(f"networks selects rows of the mnist_paper scale only, not of "
+                                 f"{self.name!r}.")
+            unknown = sorted(set(self.networks) - set(MNIST_PAPER_NETWORKS))
+            if unknown or not self.networks:
+                raise ValueError(f"networks must be some of {MNIST_PAPER_NETWORKS}, got "
+                                 f"{self.networks!r}.")
 
     @property
     def is_paper(self) -> bool:
@@ -67,6 +85,8 @@ class Scale:
 
     def describe(self) -> str:
         overrides = [f"{k}={getattr(self, k)}" for k in ("epochs", "seeds") if getattr(self, k)]
+        if self.networks:
+            overrides.append("networks=" + ",".join(self.networks))
         return self.name + (f" ({', '.join(overrides)})" if overrides else "")
 
 
@@ -83,6 +103,10 @@ class Run:
       reference: the label of another run of the entry whose recorded weight norms this run
         transfers (paper 000 fig. 4); ``config.weight_norm_reference`` is then
         ``"run:<label>"`` and the runner fills in that run's results.json (same seed).
+      search_once: with ``search``, the grid is searched once, with the first seed, and every
+        seed then trains the best point on ``config.train_split`` (validation and test
+        evaluated; paper 002 table 1 at the mnist_paper scale). False: every seed searches and
+        retrains its best point on train + validation (paper 000, appendix A).
     """
 
     label: str
@@ -90,6 +114,7 @@ class Run:
     seeds: tuple[int, ...] = (0,)
     search: Mapping[str, tuple] | None = None
     reference: str | None = None
+    search_once: bool = False
 
     def __post_init__(self):
         if not self.seeds:
@@ -101,6 +126,8 @@ class Run:
                     f"run {self.label!r} references {self.reference!r}: set "
                     f"config.weight_norm_reference={expected!r}."
                 )
+        if self.search_once and not self.search:
+            raise ValueError(f"run {self.label!r}: search_once needs a search grid.")
         self.config.validate()
 
 
@@ -130,6 +157,7 @@ class Experiment:
       description: what is compared, and how (one paragraph).
       runs: ``Scale -> list[Run]``.
       report: ``ReportContext -> Artifact`` (``tfwd.experiments.reporting``).
+      scales: the scales the entry defines runs for.
     """
 
     name: str
@@ -138,10 +166,17 @@ class Experiment:
     description: str
     runs: Callable[[Scale], Sequence[Run]]
     report: Callable[..., Artifact]
+    scales: tuple[str, ...] = DEFAULT_SCALES
 
     @property
     def citation(self) -> str:
         return f"paper {self.paper}, {self.result}"
+
+    def check_scale(self, scale: Scale) -> None:
+        """Raise ValueError, naming the entry's scales, if it has no runs at ``scale``."""
+        if scale.name not in self.scales:
+            raise ValueError(f"{self.name} is not defined at scale {scale.name!r}; its scales "
+                             f"are {self.scales}.")
 
 
 def seeded(config: TrainConfig, seed: int) -> TrainConfig:
@@ -150,11 +185,12 @@ def seeded(config: TrainConfig, seed: int) -> TrainConfig:
 
 
 def config_hash(config: TrainConfig, search: Mapping[str, tuple] | None = None,
-                reference_hash: str | None = None) -> str:
+                reference_hash: str | None = None, search_once: bool = False) -> str:
     """12 hex digits identifying a run: the fields of its config that differ from the
     ``TrainConfig`` defaults (so a field added later with a behaviour-preserving default
-    keeps finished runs valid), its search grid, and for a weight-norm transfer the identity
-    of the run it copies norms from. Cosmetic fields (``COSMETIC_FIELDS``) do not count."""
+    keeps finished runs valid), its search grid (and whether it is searched once for all
+    seeds, ``Run.search_once``), and for a weight-norm transfer the identity of the run it
+    copies norms from. Cosmetic fields (``COSMETIC_FIELDS``) do not count."""
     defaults = TrainConfig().to_dict()
     values = {k: v for k, v in config.to_dict().items()
               if k not in COSMETIC_FIELDS and v != defaults[k]}
@@ -163,5 +199,7 @@ def config_hash(config: TrainConfig, search: Mapping[str, tuple] | None = None,
     payload = {"config": values}
     if search:
         payload["search"] = {k: list(v) for k, v in sorted(search.items())}
+    if search_once:
+        payload["search_once"] = True
     text = json.dumps(payload, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

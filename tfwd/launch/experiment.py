@@ -5,10 +5,14 @@
         --workdir=runs/mnist
     python -m tfwd.launch.experiment --name=p000_table1 --scale=paper --workdir=runs/paper \\
         --dry_run
+    python -m tfwd.launch.experiment --name=p002_table1 --scale=mnist_paper --networks=mlp \\
+        --threads=2 --workdir=runs/mnist_paper
 
 Each run trains in ``<workdir>/runs/<hash>`` (shared by the entries that need it, resumed if
 interrupted); each entry writes its table or plot to ``<workdir>/<entry>/``; ``index.md`` links
 them. Rerunning skips completed entries. ``--dry_run`` lists the runs without training.
+``--threads`` fixes TensorFlow's thread pools: a resumed run must use the same number as
+the epochs before it, since the order of a multi-threaded sum changes the last digits.
 """
 from __future__ import annotations
 
@@ -22,8 +26,17 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("name", None,
                     "'all' or comma-separated entries: " + ", ".join(registry.names()))
-flags.DEFINE_enum("scale", "smoke", spec.SCALES, "paper: the papers' settings; smoke: real "
-                  "MNIST in minutes; tiny: seconds (tests).")
+flags.DEFINE_enum("scale", "smoke", spec.SCALES, "paper: the papers' settings; mnist_paper: "
+                  "paper 002 table 1's MNIST rows at the paper's settings, learning rate "
+                  "searched per regime (hours); smoke: real MNIST in minutes; tiny: seconds "
+                  "(tests).")
+flags.DEFINE_list("networks", None, "mnist_paper: train only these rows (of "
+                  f"{', '.join(spec.MNIST_PAPER_NETWORKS)}).")
+flags.DEFINE_list("only", None, "Train only the runs whose label matches one of these shell "
+                  "patterns (e.g. 'mnist/mlp/sb,mnist/mlp/lb_gbn'); the report leaves the other "
+                  "unfinished runs out. Processes with disjoint patterns can share a workdir.")
+flags.DEFINE_integer("threads", None, "TensorFlow intra- and inter-op threads (default: "
+                     "TensorFlow's); keep it fixed across the invocations of one workdir.")
 flags.DEFINE_string("workdir", None, "Directory for runs/, the artifacts and index.md.")
 flags.DEFINE_integer("epochs", None, "smoke/tiny: train this many epochs instead.")
 flags.DEFINE_integer("seeds", None, "smoke/tiny: train every run with seeds 0..N-1.")
@@ -52,7 +65,9 @@ def _dry_run(experiments, scale, workdir) -> None:
                   f"{config.optimizer} lr={config.learning_rate:g} wd={config.weight_decay:g} "
                   f"({config.decay_type}, {config.decay_group}) batch={config.batch_size} "
                   f"epochs={config.epochs}" + (f" search={dict(p.run.search)}"
-                                                if p.run.search else ""))
+                                                if p.run.search else "")
+                  + (f" (searched once, with seed {p.run.seeds[0]}, in "
+                     f"{p.search_directory})" if p.run.search_once else ""))
     print(f"{len(seen)} distinct run(s).")
 
 
@@ -62,17 +77,28 @@ def main(argv):
     if not FLAGS.name or not FLAGS.workdir:
         sys.exit("error: --name and --workdir are required.")
     try:
-        scale = spec.Scale(FLAGS.scale, epochs=FLAGS.epochs, seeds=FLAGS.seeds)
+        scale = spec.Scale(FLAGS.scale, epochs=FLAGS.epochs, seeds=FLAGS.seeds,
+                           networks=tuple(FLAGS.networks) if FLAGS.networks else None)
         experiments = registry.select(FLAGS.name)
+        for experiment in experiments:
+            experiment.check_scale(scale)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    if FLAGS.threads is not None:
+        if FLAGS.threads < 1:
+            sys.exit(f"error: --threads must be at least 1, got {FLAGS.threads}.")
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if FLAGS.dry_run:
         _dry_run(experiments, scale, FLAGS.workdir)
         return
     from tfwd.experiments.runner import run_experiments
 
     records = run_experiments(FLAGS.name, scale, FLAGS.workdir, data_dir=FLAGS.data_dir,
-                              verbose=FLAGS.verbose, log=lambda line: print(line, flush=True))
+                              verbose=FLAGS.verbose, log=lambda line: print(line, flush=True),
+                              only=FLAGS.only)
     incomplete = [name for name, record in records.items() if not record["complete"]]
     print(f"index: {FLAGS.workdir}/index.md"
           + (f"; incomplete: {incomplete}" if incomplete else ""))
