@@ -4,7 +4,7 @@
 each `Dense`/`Conv2D` is linear (`activation=None`) and followed by separate batch-norm and
 ReLU layers, so K-FAC (Martens & Grosse 2015; Grosse & Martens 2016 for convolutions) can
 capture a layer's input and its pre-activation. Conventions of the two seed papers
-(REFERENCE.md section 3): Glorot-uniform kernels, zero biases, batch norm without gamma/beta,
+(docs/equations.md §9): Glorot-uniform kernels, zero biases, batch norm without gamma/beta,
 and no bias in a layer followed by batch norm (the normalization would cancel it).
 
 `GhostBatchNormalization` is the batch norm of Hoffer, Hubara & Soudry, "Train longer,

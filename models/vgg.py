@@ -3,7 +3,7 @@
 Simonyan & Zisserman, "Very deep convolutional networks for large-scale image recognition"
 (ICLR 2015), configurations A, B, D, E (table 1), as used for CIFAR by the weight-decay paper
 (seed 000, appendix A: VGG16; section 4.2 / figure 5: VGG11-19) and the curvature-noise paper
-(seed 002, table 1: VGG16). CIFAR form (REFERENCE.md section 3): 3x3 'same' convolutions, each
+(seed 002, table 1: VGG16). CIFAR form (docs/equations.md §9): 3x3 'same' convolutions, each
 followed by batch norm (if enabled) and ReLU, a 2x2 max-pooling after each of the five blocks
 (32x32 -> 1x1x512), then flatten and ONE dense output layer `top` (no hidden dense layers).
 """

@@ -1,7 +1,7 @@
 """The reproduction layer: every entry runs at the tiny scale (real MNIST, seconds per run)
-and writes its artifact; the paper-scale configurations are the papers' (REFERENCE.md).
+and writes its artifact; the paper-scale configurations are the papers' (docs/equations.md).
 
-The expectations below are written from REFERENCE.md §3-4 and the papers' text, not from
+The expectations below are written from docs/equations.md §9 and the papers' text, not from
 ``tfwd.experiments.settings``, so that a drifting setting fails here.
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ def test_smoke_scale_is_mnist_with_full_grids_and_fits_the_budget(tmp_path):
 
 # ----------------------------------------------------------------------- paper scale: 000
 
-# REFERENCE §3, "Best hyper-parameters in the authors' configurations (batch 128)":
+# docs/equations.md §9, "Best hyper-parameters in the authors' configurations (batch 128)":
 # (dataset, model, optimizer, BN, aug) -> (lr, decay type, γ, KL clip).
 AUTHORS = {
     ("cifar10", "vgg16", "sgd", True, True): (0.1, "l2", 1e-3, None),

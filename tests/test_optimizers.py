@@ -1,6 +1,6 @@
 """SGD, Adam and K-FAC with L2 or decoupled decay, and the schedules, against hand-written numpy.
 
-The references implement REFERENCE.md §1 literally, with step(·) the optimizer's direction:
+The references implement docs/equations.md §2 literally, with step(·) the optimizer's direction:
 
     L2:        θ ← θ − η · step(∇L + γθ)
     decoupled: θ ← θ − η · (step(∇L) + γθ)
@@ -98,7 +98,7 @@ class AdamStep:
 
 def reference_trajectory(make_step, theta0, quadratic, learning_rates, decay_type, in_group,
                          weight_decay=WEIGHT_DECAY):
-    """REFERENCE §1 written out: one step(·) state per variable, decay only on the group."""
+    """docs/equations.md §2 written out: one step(·) state per variable, decay only on the group."""
     thetas = [np.array(t, np.float64) for t in theta0]
     steps = [make_step() for _ in thetas]
     trajectory = []

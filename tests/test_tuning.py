@@ -84,7 +84,7 @@ def test_default_grids_are_the_issue_grids():
                                       "weight_decay": sgd_decays}
     adam = default_grid("adam")
     assert adam["learning_rate"] == (1e-3, 3e-4, 1e-4)
-    # REFERENCE §3: the authors' best Adam point (lr 3e-4, decoupled wd 0.3) is in the grid.
+    # docs/equations.md §9: the authors' best Adam point (lr 3e-4, decoupled wd 0.3) is in the grid.
     assert 3e-4 in adam["learning_rate"] and 0.3 in adam["weight_decay"]
     assert default_grid("adam", decay_type="l2")["weight_decay"] == sgd_decays
     assert len(grid_points(default_grid("kfac_f"))) == 3 * 4 * 5

@@ -5,7 +5,7 @@ A grid maps TrainConfig field names to the tuple of values to try, e.g.
 point of the Cartesian product (paper 000, appendix A: grid search on a held-out 5k split).
 Fields not in the grid keep the value of the search's base config.
 
-Default grids (``default_grid``; REFERENCE.md §3 gives the best points of the authors' runs):
+Default grids (``default_grid``; docs/equations.md §9 lists the best points of the authors' runs):
 
 * SGD: learning_rate {0.3, 0.1, 0.03} × weight_decay {1e-2, 3e-3, 1e-3, 3e-4, 1e-4}.
 * Adam: learning_rate {1e-3, 3e-4, 1e-4} × weight_decay {1, 0.3, 0.1, 3e-2, 1e-2} with

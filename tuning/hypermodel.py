@@ -1,6 +1,6 @@
 """What one trial is: a grid point turned into a TrainConfig, trained, and scored.
 
-The protocol of paper 000, appendix A (REFERENCE.md §3): each grid point trains on ``train``
+The protocol of paper 000, appendix A (docs/equations.md §9): each grid point trains on ``train``
 (the official training set minus the 5,000 held-out examples) for the full schedule and is
 scored on the held-out ``validation`` split; the test set is never read (``evaluate_test=False``).
 The best point is then retrained on ``train_full`` (train + validation) with the test set

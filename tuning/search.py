@@ -1,6 +1,6 @@
 """``run_search``: grid search on the held-out split, then the best point retrained and tested.
 
-The protocol of paper 000, appendix A (REFERENCE.md §3):
+The protocol of paper 000, appendix A (docs/equations.md §9):
 
 1. every grid point trains on ``train`` (held-out 5k excluded) and is scored by its
    final-epoch accuracy on ``validation``; the test set is never read (``tfwd.tuning.hypermodel``);

@@ -5,7 +5,7 @@ Factored Tikhonov damping with the trace-norm π split (Martens & Grosse 2015, �
     π = sqrt( (tr(A)/dim A) / (tr(G)/dim G) )
     A_λ = A + π·√λ·I,   G_λ = G + (√λ/π)·I,   so that A_λ ⊗ G_λ ≈ A ⊗ G + λ·I
 
-and the preconditioned gradient of a block is  A_λ⁻¹ · ∇W̃ · G_λ⁻¹  (REFERENCE §3).
+and the preconditioned gradient of a block is  A_λ⁻¹ · ∇W̃ · G_λ⁻¹  (docs/equations.md §4.5).
 Inverses come from an eigendecomposition (the factors are symmetric PSD; tiny negative
 eigenvalues from round-off are clipped to zero), recomputed only every ``inv_every`` steps.
 

@@ -1,6 +1,6 @@
 """Normalized-weight curvature and effective damping (paper 000 §4.3, eq. 13-14, figure 7).
 
-For a batch-normalized layer with kernel w (REFERENCE §2, mechanism III) the curvature with
+For a batch-normalized layer with kernel w (docs/equations.md §7, mechanism III) the curvature with
 respect to the direction ŵ = w/‖w‖ is
 
     C_ŵ = ‖w‖² · C_w          (C = Fisher F or Gauss-Newton G; eq. 13)

@@ -1,6 +1,6 @@
 """Weight norms and the effective learning rate of batch-normalized layers.
 
-Paper 000, section 4.1, figure 3 (REFERENCE §2, mechanism I): for a layer followed by batch
+Paper 000, section 4.1, figure 3 (docs/equations.md §7, mechanism I): for a layer followed by batch
 norm the output depends only on ŵ = w/‖w‖, and a gradient step of size η on w moves ŵ like a
 step of size
 

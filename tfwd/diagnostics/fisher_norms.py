@@ -1,7 +1,7 @@
 """Frobenius norms of the full and the diagonal empirical Fisher (paper 002 §4.1, figure 3a).
 
 On a batch of B examples with per-example loss gradients g_i = ∇_θ ℓ_i (true labels, inference
-mode), the empirical Fisher is F = 1/B Σ_i g_i g_iᵀ (REFERENCE §4). Without forming the d×d F:
+mode), the empirical Fisher is F = 1/B Σ_i g_i g_iᵀ (docs/equations.md §8). Without forming the d×d F:
 
     ‖F‖²_F       = tr(F²) = 1/B² Σ_{i,j} (g_iᵀ g_j)² = ‖Γ‖²_F / B²   (Gram matrix Γ_ij = g_iᵀ g_j)
     ‖diag F‖²_F  = Σ_p ( 1/B Σ_i g_ip² )²

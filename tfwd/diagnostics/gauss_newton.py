@@ -1,7 +1,7 @@
 """Gauss-Newton norms of the parameters (paper 000 §4.2, lemmas 1-2, theorem 1, figure 5).
 
 G is the Gauss-Newton matrix of the **identity output Hessian** (squared error ½‖z − t‖² on
-the logits; KFAC-G of REFERENCE §3, half the authors' variance-0.5 convention):
+the logits; KFAC-G of docs/equations.md §4.2, half the authors' variance-0.5 convention):
 
     G = E_x[ J_θ(x)ᵀ J_θ(x) ],      ‖θ‖²_G = θᵀ G θ = E_x ‖J_θ(x) θ‖²
 

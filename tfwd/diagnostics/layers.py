@@ -10,7 +10,7 @@ and it also holds for hand-built functional and ``Sequential`` models. Subclasse
 no graph, so nothing is detected in them.
 
 For such a layer the training-mode output is invariant to the scale of its kernel w
-(paper 000, section 4.1 and eq. 13; REFERENCE §2): only the direction ŵ = w/‖w‖ matters. We
+(paper 000, section 4.1 and eq. 13; docs/equations.md §7): only the direction ŵ = w/‖w‖ matters. We
 therefore measure ‖w‖ as the Frobenius norm of the **kernel**; a bias before batch norm is
 cancelled by the mean subtraction and is left out.
 """

@@ -1,4 +1,4 @@
-"""Weight-norm transfer: "wn-conv" of paper 000 §4.1, figure 4 (REFERENCE §2, mechanism I).
+"""Weight-norm transfer: "wn-conv" of paper 000 §4.1, figure 4 (docs/equations.md §7, mechanism I).
 
 Train one run *with* weight decay and record its per-layer kernel norms after every epoch
 (the ``weight_norms`` diagnostic: ``{epoch: {layer: ‖w‖}}``, epoch = number of completed

@@ -1,12 +1,12 @@
 """Entries of paper 000, "Three Mechanisms of Weight Decay Regularization" (Zhang, Wang, Xu,
-Grosse; ICLR 2019): tables 1-3 and figures 1-9 (REFERENCE.md §1-3).
+Grosse; ICLR 2019): tables 1-3 and figures 1-9 (docs/equations.md §2, §4, §7, §9).
 
 ``run_000`` builds every run of these entries, so that two entries asking for the same training
 get the same configuration (and the runner trains it once): e.g. table 1's SGD runs with and
 without decay are also figure 3's effective-learning-rate runs and figure 4's reference.
 
 Decay names used in run labels: ``none``; ``wd`` = the paper's decay (L2 through momentum for
-SGD as in the authors' code, decoupled for Adam and K-FAC, REFERENCE §1); ``l2``;
+SGD as in the authors' code, decoupled for Adam and K-FAC, docs/equations.md §2); ``l2``;
 ``decoupled``; ``top``/``rest``/``all`` = the paper's decay on that layer group (figs. 2, 6).
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def run_000(scale: Scale, label: str, setup: Setup, optimizer: str, decay: str =
     """One run of paper 000 at ``scale`` (module docstring for ``decay``).
 
     Paper scale: appendix A's schedule for the optimizer and batch; the authors' learning
-    rate and γ where REFERENCE publishes them for this (data, model, optimizer, BN,
+    rate and γ where docs/equations.md §9 lists them for this (data, model, optimizer, BN,
     augmentation, decay form) at batch 128, otherwise ``settings.search_grid`` with
     retraining on train + validation. ``batch_size`` other than 128 rescales the searched
     rates by √(B/128). Small scales: ``settings.SMALL_HYPERPARAMETERS``, no LR decay.

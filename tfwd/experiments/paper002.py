@@ -1,6 +1,6 @@
 """Entries of paper 002, "Exploring curvature noise in large-batch stochastic optimization"
 (ICLR 2019 submission): figures 1-2 (convex quadratic), figure 3 (a-d) and tables 1-3
-(REFERENCE.md §4).
+(docs/equations.md §5, §8, §9).
 
 Regimes (``REGIMES``; labels as in the paper's tables): SB = batch M_S = 128; LB = batch
 M_L = 4096; "+GBN" = ghost batch norm of 128; Trace / Diag-F / K-FAC / Multiplicative = that

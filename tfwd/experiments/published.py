@@ -1,8 +1,8 @@
-"""The published numbers and claims of the two seed papers, as data (REFERENCE.md, seeds/).
+"""The published numbers and claims of the two seed papers, as data.
 
-Accuracies are in percent. Where REFERENCE.md restates a number it is the source; the rows it
-does not restate were read from the papers' text in ``/work/shared/seeds`` (table layout lost in
-the text extraction is noted where it matters).
+Accuracies are in percent, read from the papers' tables and text (where the extracted text
+lost a table's layout, the reading is noted) and from the authors' published configurations
+(docs/equations.md §9).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "kfac_f": "KFAC-F", "kfac_g": "
 # Table 1: (dataset, model, batch_norm, augment) -> {optimizer: (without decay, with decay)}.
 # The middle row of each CIFAR-10 block has one check mark whose column (BN or augmentation)
 # the text extraction lost; it is read as "BN, no augmentation", the setting of the authors'
-# published KFAC-G VGG16 configuration (REFERENCE §3 table).
+# published KFAC-G VGG16 configuration (docs/equations.md §9 table).
 TABLE1_000 = {
     ("cifar10", "vgg16", False, False): {
         "sgd": (83.20, 84.87), "adam": (83.16, 84.12),
@@ -103,7 +103,7 @@ REGIME_NAMES = {
 }
 
 # Table 1 (validation accuracy): (dataset, model) -> {regime: (mean, ± or None) or None}.
-# REFERENCE lists six rows; the AlexNet rows and CIFAR-100 VGG16 are from the paper's text.
+# The authors' configurations list six rows; the AlexNet rows and CIFAR-100 VGG16 are from the paper's text.
 TABLE1_002 = {
     ("mnist", "mlp"): {"sb": (98.10, None), "lb_gbn": (97.94, None),
                        "trace": (98.08, None), "diag_f": (98.08, None)},

@@ -1,12 +1,12 @@
 """The training settings of the entries at each scale: one owner for every shared number.
 
-Paper scale (REFERENCE.md §3-4, paper 000 appendix A, paper 002 §4):
+Paper scale (docs/equations.md §9, paper 000 appendix A, paper 002 §4):
 
 * Paper 000: batch 128; SGD/Adam 200 epochs with ×0.1 every 60 epochs (every 80 at batch
   2000), K-FAC 100 epochs with ×0.1 every 40; K-FAC damping 1e-3, momentum 0.9, factor decay
   0.95, statistics every 10 and inverses every 100 iterations, factors initialised by one pass
   over the training data, KL clipping 1e-4 (G) / 1e-5 (F) without batch norm; batch norm
-  without γ/β; hyper-parameters: the authors' published ones where REFERENCE lists them
+  without γ/β; hyper-parameters: the authors' published ones where docs/equations.md §9 lists them
   (``AUTHORS_HYPERPARAMETERS``), otherwise a grid search on the held-out 5k split followed by
   retraining on train + validation (``search_grid``; the papers do not publish their grids,
   so ours are stated here and always contain the authors' values). Large batches (table 3)
@@ -38,7 +38,7 @@ KFAC_SETTINGS = {"damping": 1e-3, "momentum": 0.9, "cov_decay": 0.95, "cov_every
 SGD_MOMENTUM = 0.9
 # Retraining split of the paper-scale runs (appendix A: retrain on train + validation).
 PAPER_TRAIN_SPLIT = "train_full"
-# model -> model_kwargs at paper scale (ResNet32 is the ×4 widened one, REFERENCE §3).
+# model -> model_kwargs at paper scale (ResNet32 is the ×4 widened one, docs/equations.md §9).
 PAPER_MODEL_KWARGS = {"resnet32": {"width_factor": 4}, "resnet44": {"width_factor": 1},
                       "resnet44x2": {"width_factor": 2}}
 # Paper 000, fig. 5: the authors' MNIST MLP is 784-1000-...-10 (tfwd.models.mlp).
@@ -58,7 +58,7 @@ def schedule_000(optimizer: str, batch_size: int) -> dict:
 
 
 def kl_clip_000(optimizer: str, batch_norm: bool) -> float | None:
-    """KL clipping bound of the authors' runs without batch norm (REFERENCE §3)."""
+    """KL clipping bound of the authors' runs without batch norm (docs/equations.md §9)."""
     if batch_norm or not is_kfac(optimizer):
         return None
     return 1e-4 if optimizer == "kfac_g" else 1e-5
@@ -70,13 +70,13 @@ def paper_decay_type(optimizer: str) -> str:
 
 
 def one_pass_batches(dataset: str, split: str, batch_size: int) -> int:
-    """Batches in one pass over ``split`` (K-FAC factor initialisation, REFERENCE §3)."""
+    """Batches in one pass over ``split`` (K-FAC factor initialisation, docs/equations.md §9)."""
     return dataset_info(dataset).split_sizes[split] // batch_size
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthorsSetting:
-    """One row of REFERENCE §3's table of the authors' best hyper-parameters (batch 128)."""
+    """One row of docs/equations.md §9's table of the authors' best hyper-parameters (batch 128)."""
 
     dataset: str
     model: str

@@ -9,7 +9,7 @@ with the published numbers beside the measured ones.
 Four scales (``SCALES``):
 
 * ``"paper"`` — the papers' datasets, models, epochs, schedules, grids and the authors'
-  hyper-parameters (REFERENCE.md §3-4). Days of GPU time; not run here.
+  hyper-parameters (docs/equations.md §9). Days of GPU time; not run here.
 * ``"mnist_paper"`` — paper 002 table 1's MNIST rows exactly as the paper trains them (200
   epochs, M_L = 4096, ...), with the learning rate searched per regime on the held-out split:
   hours on a CPU (``tfwd.experiments.settings``, REPRODUCTION.md). Only the entries that list it

@@ -8,7 +8,7 @@ the tape of the training step gives, without a loop over examples,
 * ``preactivation_gradients``: g_b = ∂ℓ_b/∂s_b at each captured layer (per example, no 1/B),
   read off the training step's own backward pass when it recorded them;
 * ``sign_weighted_gradients``: Σ_b σ_b ∇_θ ℓ_b with Rademacher signs σ_b, whose covariance
-  over σ is Σ_b ∇ℓ_b ∇ℓ_bᵀ = B·F̂ (paper 002 §3.3 / REFERENCE §4). For a captured Dense/Conv2D
+  over σ is Σ_b ∇ℓ_b ∇ℓ_bᵀ = B·F̂ (paper 002 §3.3 / docs/equations.md §5). For a captured Dense/Conv2D
   layer ∇W̃ ℓ_b = Σ_t ã_bt g_btᵀ, so its share is one ``outer_product_sum`` of a and g with
   weights σ (a weight-gradient product, no backward pass); the other variables (batch-norm γ/β,
   unsupported layers) take theirs from one backward pass of σ⊙u restricted to them, with the

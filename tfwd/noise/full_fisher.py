@@ -1,7 +1,7 @@
 """Full (empirical) Fisher noise — the "naive" method of paper 002 (§2.2, eq. 5).
 
 D = s·√F with s = √((M_L − M_S)/(M_L·M_S)). F is never formed: with Rademacher signs σ_b
-(paper 002 §3.3, REFERENCE §4)
+(paper 002 §3.3, docs/equations.md §5)
 
     n = (1/√B) Σ_b σ_b ∇ℓ_b,    E[n] = 0,    Cov[n] = 1/B Σ_b ∇ℓ_b ∇ℓ_bᵀ = F̂,
 

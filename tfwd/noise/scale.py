@@ -2,7 +2,7 @@
 
 Small-batch gradients ∇L_{M_S} differ from large-batch gradients ∇L_{M_L} by noise whose
 covariance is approximately (1/M_S − 1/M_L)·F = (M_L − M_S)/(M_L·M_S)·F (paper 002 §2.2,
-REFERENCE §4), F the empirical Fisher. Every additive curvature noise of ``tfwd.noise`` is
+docs/equations.md §5), F the empirical Fisher. Every additive curvature noise of ``tfwd.noise`` is
 s·D·ξ with D·Dᵀ ≈ F, so that the noisy large-batch step has the small-batch noise level.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """K-FAC with Fisher (KFAC-F) or Gauss-Newton (KFAC-G) curvature, L2 or decoupled decay.
 
-Update at step k (Martens & Grosse 2015; paper 000 §3 and REFERENCE §3), per covered layer
+Update at step k (Martens & Grosse 2015; paper 000 §3 and docs/equations.md §4), per covered layer
 with gradient ∇W̃ (kernel and bias as one matrix) and factors A, G:
 
     g̃      = ∇W̃ + γW̃                              (decay_type="l2" only, on the decay group)

@@ -1,7 +1,7 @@
 """Learning-rate schedules expressed in epochs, and batch-size scaling rules.
 
 * Step decay (paper 000 §A): η(e) = η₀ · factor^⌊e / every⌋ — ×0.1 every 40 epochs for
-  K-FAC, every 60 for SGD/Adam at batch 128 (REFERENCE §3).
+  K-FAC, every 60 for SGD/Adam at batch 128 (docs/equations.md §3, §9).
 * Linear warm-up (Goyal et al. 2017): η ramps linearly from η₀/warmup_steps to η₀ over the
   first ``warmup_epochs``, then the step decay applies.
 * Batch change (paper 002's "small batch, then large" regime): the first

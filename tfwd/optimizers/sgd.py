@@ -1,6 +1,6 @@
 """SGD with momentum and L2 or decoupled weight decay ("SGDW").
 
-Update (paper 000 §3; REFERENCE §1), g = ∇L, μ = ``momentum``, η = learning rate:
+Update (paper 000 §3; docs/equations.md §2), g = ∇L, μ = ``momentum``, η = learning rate:
 
     g̃ ← g + γθ               (only for decay_type="l2", on the decay group)
     v ← μ v + g̃

@@ -58,7 +58,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     lr_scaling: str = "none"  # rescale learning_rate from base_batch_size to batch_size
     base_batch_size: int = 128
-    # K-FAC (REFERENCE §3 defaults).
+    # K-FAC (the authors' defaults, docs/equations.md §4).
     damping: float = 1e-3
     kl_clip: float | None = None
     cov_decay: float = 0.95
