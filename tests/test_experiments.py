@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow_datasets as tfds
@@ -451,11 +453,12 @@ def test_mnist_paper_seeds_share_one_search_of_the_first_seed(tmp_path):
     assert len({p.search_directory for p in planned}) == 4
 
 
-def test_mnist_paper_dry_run_lists_the_grid_and_the_shared_search(tmp_path, capsys):
-    from tfwd.launch.experiment import _dry_run
-
-    _dry_run([get("p002_table1")], Scale("mnist_paper", networks=("mlp",)), str(tmp_path))
-    out = capsys.readouterr().out
+def test_mnist_paper_dry_run_lists_the_grid_and_the_shared_search(tmp_path):
+    # A subprocess: the launchers each define --workdir, so two of them cannot share a process.
+    out = subprocess.run(
+        [sys.executable, "-m", "tfwd.launch.experiment", "--name=p002_table1",
+         "--scale=mnist_paper", "--networks=mlp", "--dry_run", f"--workdir={tmp_path}"],
+        capture_output=True, text=True, check=True).stdout
     assert "12 run(s)" in out and "12 distinct run(s)." in out
     assert out.count("search={'learning_rate': (0.05, 0.1, 0.2)}") == 12
     assert out.count("batch=4096 epochs=200") == 9 and out.count("batch=128 epochs=200") == 3
