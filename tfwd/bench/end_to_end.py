@@ -1,10 +1,15 @@
-"""README's main job, end to end, timed for one or more source trees (before/after a change).
+"""README's main job, end to end, timed for one or more installs (before/after a change).
 
-    python -m tfwd.bench.end_to_end --trees=before=/tmp/tfwd_main,after=. --workdir=/tmp/e2e
+    python -m tfwd.bench.end_to_end --pythons=before=/tmp/venv_old/bin/python,after=python \
+        --workdir=/tmp/e2e
 
-Each tree runs, one after the other, as ``PYTHONPATH=<tree> python -m tfwd.launch.train
-<README's flags> --workdir=<workdir>/<label>`` (the trees alternate when ``--rounds`` > 1). For each
-run it prints one JSON line with
+Each label names a Python interpreter in whose environment one tree of tfwd is installed (a
+virtualenv with ``pip install -e <tree>``: ``PYTHONPATH`` alone does not isolate a tree, since
+``tfwd.models`` and ``tfwd.tuning`` come from the installed package). Each runs, one after the
+other, ``<python> -m tfwd.launch.train <README's flags> --workdir=<workdir>/<label>`` from
+``<workdir>`` (so no source tree in the working directory shadows the install); the labels
+alternate when ``--rounds`` > 1. For each run it prints one JSON line with the ``tfwd``
+package directory that ran and
 
 * ``total_seconds``: process spawn to exit; ``cpu_seconds``: the process's user + system CPU
   time, which waiting for a core on a shared machine does not inflate;
@@ -25,7 +30,6 @@ import re
 import resource
 import shutil
 import subprocess
-import sys
 import time
 
 # README's first command (its training part), without --workdir.
@@ -44,18 +48,27 @@ print(time.time() - start)
 """
 
 
-def _environment(tree: str) -> dict:
-    return {**os.environ, "PYTHONPATH": os.path.abspath(tree), "TF_CPP_MIN_LOG_LEVEL": "2"}
+_PACKAGE_DIRECTORY = "import os, tfwd, tfwd.models; print(os.path.dirname(tfwd.__file__))"
 
 
-def run_job(tree: str, workdir: str) -> dict:
-    """One run of README's job from ``tree``; the measurements of the module docstring."""
+def _environment() -> dict:
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**environment, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run_python(python: str, code: str, cwd: str) -> str:
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=cwd,
+                          env=_environment(), check=True).stdout.strip().splitlines()[-1]
+
+
+def run_job(python: str, workdir: str) -> dict:
+    """One run of README's job by ``python``; the measurements of the module docstring."""
     shutil.rmtree(workdir, ignore_errors=True)
-    command = [sys.executable, "-m", "tfwd.launch.train", f"--workdir={workdir}", *README_JOB]
+    command = [python, "-m", "tfwd.launch.train", f"--workdir={workdir}", *README_JOB]
     spawned = time.time()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=_environment(tree))
+                               env=_environment(), cwd=os.path.dirname(workdir))
     output, first_step = b"", None
     while chunk := process.stdout.read1(65536):
         if first_step is None and _FIRST_STEP.search(chunk):
@@ -68,7 +81,7 @@ def run_job(tree: str, workdir: str) -> dict:
            + children.ru_stime - children_before.ru_stime)
     text = output.decode(errors="replace")
     if process.returncode != 0:
-        raise RuntimeError(f"{tree}: exit status {process.returncode}:\n{text[-3000:]}")
+        raise RuntimeError(f"{python}: exit status {process.returncode}:\n{text[-3000:]}")
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
     bar_totals = []  # an epoch's last progress-bar line ends in "\n", its updates in "\r"
@@ -88,27 +101,33 @@ def run_job(tree: str, workdir: str) -> dict:
             "test_accuracy": results["final"]["test_accuracy"]}
 
 
-def mnist_load_seconds(tree: str) -> float:
-    output = subprocess.run([sys.executable, "-c", _MNIST_LOAD], capture_output=True, text=True,
-                            env=_environment(tree), check=True).stdout
-    return float(output.strip().splitlines()[-1])
+def mnist_load_seconds(python: str, cwd: str) -> float:
+    return float(_run_python(python, _MNIST_LOAD, cwd))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trees", required=True, help="label=path,label=path")
+    parser.add_argument("--pythons", required=True,
+                        help="label=interpreter,label=interpreter (e.g. a virtualenv's bin/python)")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
-    trees = dict(item.split("=", 1) for item in args.trees.split(","))
+    pythons = dict(item.split("=", 1) for item in args.pythons.split(","))
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    packages = {label: _run_python(python, _PACKAGE_DIRECTORY, workdir)
+                for label, python in pythons.items()}
+    if len(set(packages.values())) < len(packages):
+        raise SystemExit(f"Two labels run the same tfwd install: {packages}. Give each tree "
+                         "its own virtualenv (see this module's docstring).")
     for round_index in range(args.rounds):
-        for label, tree in trees.items():
+        for label, python in pythons.items():
             started = time.strftime("%H:%M:%S")
-            measured = run_job(tree, os.path.join(args.workdir, label))
-            measured["mnist_load_seconds"] = mnist_load_seconds(tree)
+            measured = run_job(python, os.path.join(workdir, label))
+            measured["mnist_load_seconds"] = mnist_load_seconds(python, workdir)
             load = os.getloadavg()
-            print(json.dumps({"tree": label, "round": round_index, "started": started,
-                              "load_average": load, **measured}), flush=True)
+            print(json.dumps({"label": label, "package": packages[label], "round": round_index,
+                              "started": started, "load_average": load, **measured}), flush=True)
 
 
 if __name__ == "__main__":
