@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 
 import keras
@@ -218,6 +219,8 @@ def test_corrupt_newest_checkpoint_and_results_fall_back_and_rebuild(tmp_path):
     for record in first["epochs"]:
         assert 0 < record["step_seconds"] <= record["wall_time_seconds"]
         assert record["evaluation_seconds"] > 0
+    # The process's CPU time when the run's first step began: recorded, and not later than now.
+    assert 0 < first["timing"]["cpu_seconds_to_first_step"] <= time.process_time()
     newest = tmp_path / "checkpoints" / "ckpt-2.data-00000-of-00001"
     newest.write_bytes(newest.read_bytes()[:100])  # a crash mid-write
     (tmp_path / "results.json").write_text('{"epochs": [')

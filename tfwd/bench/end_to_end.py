@@ -14,7 +14,8 @@ package directory that ran and
 * ``total_seconds``: process spawn to exit; ``cpu_seconds``: the process's user + system CPU
   time, which waiting for a core on a shared machine does not inflate;
 * ``first_step_seconds``: spawn to the progress bar's first ``1/<steps>`` (the first training
-  step done, tracing included);
+  step done, tracing included); ``cpu_seconds_to_first_step``: the process's CPU time until its
+  first step began (results.json's ``timing``, when the tree records it);
 * per epoch ``fit_seconds`` (results.json's ``wall_time_seconds``), ``progress_bar_seconds``
   (the Keras progress bar's total for the epoch), ``step_seconds`` and ``evaluation_seconds``
   when the tree records them;
@@ -97,7 +98,9 @@ def run_job(python: str, workdir: str) -> dict:
             "step_seconds": record.get("step_seconds"),
             "evaluation_seconds": record.get("evaluation_seconds"),
         })
-    return {"total_seconds": total, "cpu_seconds": cpu, "first_step_seconds": first_step, "epochs": epochs,
+    return {"total_seconds": total, "cpu_seconds": cpu, "first_step_seconds": first_step,
+            "cpu_seconds_to_first_step": results.get("timing", {}).get("cpu_seconds_to_first_step"),
+            "epochs": epochs,
             "test_accuracy": results["final"]["test_accuracy"]}
 
 

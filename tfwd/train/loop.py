@@ -142,7 +142,8 @@ def _divergence(config, monitor, optimizer, train_metrics, failure, epoch, first
 def _timing(started, step_timer) -> dict:
     """results.json's ``timing``: the run's start and first step (``time.time()``) and more."""
     return {"started": started, "first_step_started": step_timer.first_step_started,
-            "first_step_seconds": step_timer.first_step_seconds}
+            "first_step_seconds": step_timer.first_step_seconds,
+            "cpu_seconds_to_first_step": step_timer.cpu_seconds_to_first_step}
 
 
 def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = False) -> dict:
