@@ -91,6 +91,24 @@ def test_replicas_really_split_the_batch():
     assert max(np.abs(a - b.numpy()).max() for a, b in zip(single, model.trainable_weights)) > 1e-3
 
 
+def test_mixed_float16_kfac_custom_loop_on_two_replicas_matches_one(tmp_path):
+    # Keras's LossScaleOptimizer wraps K-FAC under mixed_float16; train() builds it before the
+    # multi-replica step is traced (its variables created inside strategy.run fail the step).
+    from tfwd.train import TrainConfig, train
+
+    base = dict(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 16},
+                batch_size=1000, epochs=1, verbose=0, seed=0, optimizer="kfac_g",
+                learning_rate=0.03, kl_clip=1e-3, dtype_policy="mixed_float16", loop="custom",
+                kfac_init_batches=1, evaluate_test=False)
+    single = train(TrainConfig(**base), str(tmp_path / "one"))
+    double = train(TrainConfig(**base, strategy="mirrored", num_replicas=2), str(tmp_path / "two"))
+    assert double["status"] == single["status"] == "finished"
+    # float16 compute: the two summation orders agree to its round-off (2^-11), not float32's.
+    assert double["final"]["train_loss"] == pytest.approx(single["final"]["train_loss"], rel=1e-2)
+    assert double["final"]["validation_accuracy"] == pytest.approx(
+        single["final"]["validation_accuracy"], abs=5e-3)
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -188,8 +188,12 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
         model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
         if config.optimizer.startswith("kfac"):
             optimizer.attach(model)
-        else:
-            optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:
+            # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
+            # Its variables must exist before a multi-replica step is traced: created inside
+            # the custom loop's strategy.run they fail it ("You must feed a value for
+            # placeholder tensor").
+            model.optimizer.build(model.trainable_variables)
         noise = _noise_consumer(config, model, train_pipe.steps_per_epoch)
         train_step = TrainStep(model, [noise] if noise is not None else [])
         if train_step.consumers or train_step.curvature_optimizer is not None:
