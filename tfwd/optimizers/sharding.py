@@ -109,7 +109,8 @@ def update_shared_inverses(strategy: tf.distribute.Strategy, blocks,
             per_device.append(local_parts(blocks, owners, replica, factor_values, inverses_of,
                                           checked))
     targets = [inverse for block in blocks for inverse in block.inverses]
-    # MultiWorkerMirroredStrategy with one device per worker: wrap, as for the factors.
+    # One value per local device, as a PerReplica even for one device per worker (which
+    # batch_reduce_to would otherwise take as the same value on every replica).
     pairs = [(distribute_values.PerReplica(tuple(parts)), target.value)
              for parts, target in zip(zip(*per_device), targets)]
     shared = strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM, pairs)
