@@ -81,6 +81,35 @@ def test_quick_run_reports_every_noise_kind(quick_results):
     assert set(quick_results["targets"]) == {"kfac_ratio_to_floor", "noise_step_ratio"}
 
 
+def test_quick_run_reports_inverse_flops_per_replica(quick_results):
+    for entry in quick_results["steps"]:
+        if entry["optimizer"].startswith("kfac"):
+            inverse = entry["floor_components"]["inverse"]
+            flops = inverse["inverse_flops_by_replica"]
+            assert flops["replicas"] == quick_results["settings"]["sharded_replicas"] == 2
+            assert sum(flops["sharded_flops_per_replica"]) == flops[
+                "unsharded_flops_per_replica"] == inverse["inverse_flops_estimate"]
+            assert len(flops["owners"]) == len(inverse["factor_shapes"])
+
+
+def test_inverse_sharding_times_both_paths_on_two_devices():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfwd.bench.inverse_sharding", "--json", "--quick", "--rounds=1",
+         "--batch_size=16"],
+        capture_output=True, text=True, timeout=QUICK_TIMEOUT_SECONDS, env=env,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(results["flops"]) == {"mlp", "lenet"} and set(results["inverse_step"]) == {"mlp"}
+    for flops in results["flops"].values():
+        assert len(flops["sharded_flops_per_replica"]) == results["replicas"] == 2
+        assert sum(flops["sharded_flops_per_replica"]) == flops["unsharded_flops_per_replica"]
+    timing = results["inverse_step"]["mlp"]
+    for path in ("sharded", "unsharded"):
+        assert timing[path]["median_seconds"] > 0 and timing[path]["samples"] >= 1
+
+
 def test_step_kind_follows_kfac_counters():
     # K-FAC reads the counter before the step: statistics at multiples of cov_every,
     # inverses (after statistics) at multiples of inv_every; counter 0 is both.

@@ -4,10 +4,12 @@ Under a strategy Keras divides each replica's loss by the replica count and SUM-
 gradients; K-FAC additionally all-reduces (mean) its factor statistics. So 2 replicas at
 global batch B must reproduce 1 replica at batch B (up to float summation order).
 """
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from unittest import mock
 
 import keras
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import tfwd.optimizers
+from tfwd.optimizers.sharding import greedy_assignment
 from tfwd.train import TrainStep
 
 GLOBAL_BATCH = 16
@@ -28,7 +31,7 @@ def _data():
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
 
 
-def _build(kind):
+def _build(kind, **kfac_options):
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, name="dense_1",
                                 kernel_initializer=keras.initializers.GlorotUniform(1))(inputs)
@@ -39,10 +42,11 @@ def _build(kind):
     if kind == "kfac":
         # cov_every=1, inv_every=2: statistics, inverses and KL clipping all act in 4 steps.
         optimizer = tfwd.optimizers.KFAC(0.05, gauss_newton_samples=None, cov_every=1,
-                                         inv_every=2, weight_decay=1e-2, kl_clip=1e-2)
+                                         inv_every=2, weight_decay=1e-2, kl_clip=1e-2,
+                                         **kfac_options)
     elif kind == "kfac_f":
         optimizer = tfwd.optimizers.KFAC(0.05, curvature="fisher", cov_every=1, inv_every=2,
-                                         weight_decay=1e-2, decay_type="l2")
+                                         weight_decay=1e-2, decay_type="l2", **kfac_options)
     elif kind == "adam":
         optimizer = tfwd.optimizers.Adam(0.01, weight_decay=1e-2, decay_type="l2")
     else:
@@ -57,10 +61,10 @@ def _build(kind):
     return model, optimizer
 
 
-def run_steps(strategy, kind, loop):
-    """Weights after STEPS steps of ``kind`` under ``strategy`` with ``loop`` fit|custom."""
+def train(strategy, kind, loop, **kfac_options):
+    """(model, optimizer) after STEPS steps of ``kind`` under ``strategy``, ``loop`` fit|custom."""
     with strategy.scope():
-        model, optimizer = _build(kind)
+        model, optimizer = _build(kind, **kfac_options)
     dataset = _data()
     if loop == "fit":
         model.fit(dataset, epochs=1, verbose=0, shuffle=False)
@@ -69,6 +73,12 @@ def run_steps(strategy, kind, loop):
                                                      args=(x, y)))
         for x, y in strategy.experimental_distribute_dataset(dataset):
             step(x, y)
+    return model, optimizer
+
+
+def run_steps(strategy, kind, loop, **kfac_options):
+    """Weights after STEPS steps of ``kind`` under ``strategy`` with ``loop`` fit|custom."""
+    model, _ = train(strategy, kind, loop, **kfac_options)
     return [v.numpy() for v in model.trainable_weights]
 
 
@@ -119,19 +129,86 @@ def _free_ports(count):
     return ports
 
 
+@contextlib.contextmanager
+def recording_inverted_layers():
+    """Yields the set of (layer name, device) of every damped-inverse computation traced."""
+    computed = set()
+    original = tfwd.optimizers.KFAC._damped_inverses
+
+    def recording(optimizer, block, factor_values):
+        inverses = original(optimizer, block, factor_values)
+        computed.add((block.name, tf.DeviceSpec.from_string(inverses[0].device).to_string()))
+        return inverses
+
+    with mock.patch.object(tfwd.optimizers.KFAC, "_damped_inverses", recording):
+        yield computed
+
+
+def _inverse_copies(strategy, optimizer):
+    """[device][inverse variable] values of every replica's copy."""
+    variables = [v.value for inverses in optimizer.block_inverses for v in inverses]
+    return [[strategy.experimental_local_results(v)[device].numpy() for v in variables]
+            for device in range(len(strategy.extended.worker_devices))]
+
+
+def _expected_owners(blocks, replicas):
+    """The tiny model's two blocks on two replicas: the costlier one on replica 0 (LPT)."""
+    costs = [b.inverse_cost() for b in blocks]
+    assert len(blocks) == replicas == 2 and costs[0] != costs[1]
+    costlier = max(range(2), key=lambda b: costs[b])
+    return {blocks[costlier].name: 0, blocks[1 - costlier].name: 1}
+
+
+@pytest.mark.parametrize("kind", ["kfac", "kfac_f"])
+def test_sharded_inverses_equal_every_replica_computing_all(kind, two_replicas):
+    runs = {}
+    for shard in (True, False):
+        model, optimizer = train(two_replicas, kind, "custom", shard_inverses=shard)
+        runs[shard] = ([w.numpy() for w in model.trainable_weights],
+                       _inverse_copies(two_replicas, optimizer))
+    (sharded_weights, sharded_inverses), (weights, inverses) = runs[True], runs[False]
+    # Each inverse is its owner's value plus zeros, and x + 0 = x: equal bit for bit.
+    for a, b in zip(sharded_weights, weights):
+        np.testing.assert_array_equal(a, b)
+    for device_copies in sharded_inverses:
+        for a, b in zip(device_copies, inverses[0]):
+            np.testing.assert_array_equal(a, b)
+    assert max(np.abs(a - np.eye(a.shape[-1])).max() for a in inverses[0]) > 1e-2  # not initial
+
+
+def test_each_block_is_inverted_by_its_owner_only(two_replicas):
+    devices = [tf.DeviceSpec.from_string(d).to_string()
+               for d in two_replicas.extended.worker_devices]
+    computed = {}
+    for shard in (True, False):
+        with recording_inverted_layers() as computed[shard]:
+            _, optimizer = train(two_replicas, "kfac", "custom", shard_inverses=shard)
+    blocks = optimizer.curvature_blocks
+    owners = _expected_owners(blocks, 2)
+    assert owners == {b.name: o for b, o in zip(blocks, greedy_assignment(
+        [b.inverse_cost() for b in blocks], 2))}
+    assert computed[True] == {(name, devices[owner]) for name, owner in owners.items()}
+    assert computed[False] == {(b.name, d) for b in blocks for d in devices}
+
+
 def test_two_worker_processes_match_one_replica(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "scripts", "multiworker_step.py")
     ports = ",".join(str(p) for p in _free_ports(2))
-    outputs = [tmp_path / f"worker{i}.npy" for i in range(2)]
+    outputs = [tmp_path / f"worker{i}.npz" for i in range(2)]
     workers = [subprocess.Popen([sys.executable, script, str(i), ports, str(outputs[i])],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                for i in range(2)]
     for worker in workers:
         log, _ = worker.communicate(timeout=300)
         assert worker.returncode == 0, log.decode()[-3000:]
-    single = np.concatenate([w.ravel() for w in run_steps(tf.distribute.get_strategy(), "kfac", "fit")])
-    for output in outputs:
-        np.testing.assert_allclose(np.load(output), single, atol=1e-5 * np.abs(single).max())
+    model, optimizer = train(tf.distribute.get_strategy(), "kfac", "fit")
+    single = np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
+    owners = _expected_owners(optimizer.curvature_blocks, 2)
+    for worker, output in enumerate(outputs):
+        result = np.load(output)
+        np.testing.assert_allclose(result["sharded"], single, atol=1e-5 * np.abs(single).max())
+        np.testing.assert_array_equal(result["sharded"], result["unsharded"])
+        assert list(result["inverted"]) == [name for name, o in owners.items() if o == worker]
 
 
 def test_runs_in_one_process_share_one_mirrored_strategy(two_replicas):
@@ -144,18 +221,31 @@ def test_runs_in_one_process_share_one_mirrored_strategy(two_replicas):
 
 
 def test_an_ordinary_kfac_step_all_reduces_what_an_sgd_step_does(two_replicas, monkeypatch):
-    # Count the elements each all-reduce of the traced fit step reduces, by the graph it sits
-    # in: K-FAC's factor statistics may only be reduced inside its statistics-step branch.
+    # Count the elements each all-reduce of the traced fit step reduces, by where it sits:
+    # K-FAC's factor statistics may only be reduced inside its statistics-step branch, the
+    # shared inverses only inside the inverse step (``_merge_inverses``, itself in a branch).
     reductions = []
     cross_device_ops = two_replicas.extended._cross_device_ops
     original = cross_device_ops.batch_reduce
+    original_merge_inverses = tfwd.optimizers.KFAC._merge_inverses
+    in_inverse_step = []
 
     def counting_batch_reduce(reduce_op, value_destination_pairs, options=None):
         size = sum(v.values[0].shape.num_elements() for v, _ in value_destination_pairs)
-        reductions.append((tf.compat.v1.get_default_graph().name, size))
+        graph = tf.compat.v1.get_default_graph().name
+        where = "inverse step" if in_inverse_step else "branch" if "cond" in graph else "step"
+        reductions.append((where, size))
         return original(reduce_op, value_destination_pairs, options)
 
+    def flagged_merge_inverses(optimizer, strategy):
+        in_inverse_step.append(True)
+        try:
+            return original_merge_inverses(optimizer, strategy)
+        finally:
+            in_inverse_step.pop()
+
     monkeypatch.setattr(cross_device_ops, "batch_reduce", counting_batch_reduce)
+    monkeypatch.setattr(tfwd.optimizers.KFAC, "_merge_inverses", flagged_merge_inverses)
     counts = {}
     for kind in ("sgd", "kfac"):
         reductions.clear()
@@ -165,6 +255,8 @@ def test_an_ordinary_kfac_step_all_reduces_what_an_sgd_step_does(two_replicas, m
         counts[kind] = list(reductions)
     parameters = sum(v.shape.num_elements() for v in model.trainable_variables)
     factors = sum(f.shape.num_elements() for fs in optimizer.block_factors for f in fs)
+    inverses = sum(i.shape.num_elements() for inv in optimizer.block_inverses for i in inv)
     assert [size for _, size in counts["sgd"]] == [parameters]
-    assert [size for graph, size in counts["kfac"] if "cond" not in graph] == [parameters]
-    assert sum(size for graph, size in counts["kfac"] if "cond" in graph) == factors
+    assert [size for where, size in counts["kfac"] if where == "step"] == [parameters]
+    assert sum(size for where, size in counts["kfac"] if where == "branch") == factors
+    assert sum(size for where, size in counts["kfac"] if where == "inverse step") == inverses

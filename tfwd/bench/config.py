@@ -79,6 +79,8 @@ class BenchConfig:
     inv_every: int = 100
     damping: float = 1e-3
     gauss_newton_samples: int = 1
+    # Replicas among which the per-replica inverse FLOPs are reported (inverses shared out).
+    sharded_replicas: int = 2
     # Part 2: large-batch SGD with curvature noise vs plain large-batch SGD.
     noise: bool = True
     noise_models: tuple = ("mlp", "lenet")
@@ -117,6 +119,8 @@ class BenchConfig:
         for name in ("steps", "rounds"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.sharded_replicas < 1:
+            raise ValueError(f"sharded_replicas must be >= 1, got {self.sharded_replicas}.")
         if not 1 <= self.small_batch_size <= self.large_batch_size:
             raise ValueError("Need 1 <= small_batch_size <= large_batch_size.")
         return self

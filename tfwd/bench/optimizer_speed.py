@@ -24,7 +24,9 @@ Floor. What K-FAC cannot avoid on top of an SGD step, each part timed in isolati
 * t_statistics: ``tfwd.curvature.statistics.block_factors`` in training mode minus the
   same captured forward pass alone — the extra backward pass and the statistics products.
 * t_inverse: every block's ``damped_inverses`` in one compiled call, on real statistics of
-  the benchmark batch.
+  the benchmark batch (one replica). With it, the FLOPs (``inverse_cost``) each of
+  ``sharded_replicas`` replicas would compute with the inverses shared out across them
+  (``tfwd.optimizers.sharding``); ``tfwd.bench.inverse_sharding`` times that on 2 devices.
 
 Everything entering one model and batch size's ratios (the four optimizers' steps, t_precondition,
 t_statistics) is timed in interleaved rounds (``tfwd.bench.timing``), so all see the same
@@ -44,6 +46,7 @@ from tfwd.bench.timing import Sample, Series, interleave, measure, medians, prog
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_factors
+from tfwd.optimizers.sharding import sharded_inverse_flops
 
 STEP_TIME_DEFINITION = (
     "SGD/Adam: median of consecutive train_on_batch steps (first, tracing step discarded). "
@@ -117,7 +120,9 @@ def inverse_cost(model, factors: list, config: BenchConfig, repeats: int) -> dic
     progress(f"  inverses of {len(blocks)} blocks: {series.median:.3f} s")
     return {"wall": series.median, "cpu": series.cpu_median, **series.to_json(),
             "factor_shapes": [[list(f.shape) for f in block_factors] for block_factors in factors],
-            "inverse_flops_estimate": sum(b.inverse_cost() for b in blocks)}
+            "inverse_flops_estimate": sum(b.inverse_cost() for b in blocks),
+            # What each replica would compute with inverses shared out (tfwd.optimizers.sharding).
+            "inverse_flops_by_replica": sharded_inverse_flops(blocks, config.sharded_replicas)}
 
 
 # ------------------------------------------------------------------ entries

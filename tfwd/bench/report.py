@@ -17,6 +17,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _sharded_inverse_table(entries: list[dict]) -> list[str]:
+    """Per model: the inverse step's FLOPs per replica, every replica computing every inverse
+    against the inverses shared out (``tfwd.optimizers.sharding``)."""
+    rows = {}
+    for e in entries:
+        flops = e.get("floor_components", {}).get("inverse", {}).get("inverse_flops_by_replica")
+        if flops is not None and e["model"] not in rows:
+            shared = flops["sharded_flops_per_replica"]
+            rows[e["model"]] = [e["model"], flops["replicas"],
+                                f"{flops['unsharded_flops_per_replica'] / 1e9:,.2f}",
+                                " / ".join(f"{f / 1e9:,.2f}" for f in shared),
+                                _ratio(max(shared) / flops["unsharded_flops_per_replica"])]
+    if not rows:
+        return []
+    return ["", "Inverse step, GFLOP per replica (inverse_cost): every replica computing every "
+                "inverse, against the inverses shared out; share = largest / unsharded.",
+            _table(["model", "replicas", "unsharded", "sharded", "share"], list(rows.values()))]
+
+
 def format_tables(results: dict) -> str:
     machine = results["machine"]
     out = [
@@ -47,6 +66,7 @@ def format_tables(results: dict) -> str:
          "t_precond", "t_stats", "t_inverse", "floor", "ratio", "ratio(cpu)", "ord.ratio",
          "ord.ratio(cpu)", "load", "cpu share"],
         rows))
+    out += _sharded_inverse_table(results["steps"])
     targets = results["targets"]
     out += ["", f"K-FAC ratio_to_floor target <= {targets['kfac_ratio_to_floor']['max_ratio']}: "
                 f"worst {_ratio(targets['kfac_ratio_to_floor']['worst'])}, "

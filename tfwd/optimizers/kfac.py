@@ -19,8 +19,10 @@ moving averages (decay ``cov_decay``; the first updates average uniformly) of th
 recomputed every ``cov_every`` steps and all-reduced (mean) across replicas on those steps
 only, so 2 replicas at global batch B see the factors of one replica at batch B and an
 ordinary step all-reduces exactly what an SGD step does (the gradients). The damped inverses
-are recomputed every ``inv_every`` steps. Factors, inverses and preconditioning are float32
-under mixed-precision policies (float64 with float64 variables).
+are recomputed every ``inv_every`` steps; with R > 1 replicas each replica computes those of
+its share of the blocks and an all-reduce shares them (``tfwd.optimizers.sharding``).
+Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
+with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
 0.9, KL clip 1e-4 (G) / 1e-5 (F) without batch norm.
 
@@ -52,6 +54,7 @@ from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_statistics, check_curvature
 from tfwd.optimizers.decay import DecayGroup, WeightDecay
+from tfwd.optimizers.sharding import shards_inverses, update_shared_inverses
 
 
 def _specs_to_config(factor_specs, inverse_specs, dtype) -> dict:
@@ -95,6 +98,11 @@ class KFAC(keras.optimizers.Optimizer):
         (``tfwd.curvature.kronecker``).
       scale_shift: ``"per_channel"`` or ``"diagonal"`` for normalization γ/β
         (``tfwd.curvature.scale_shift``).
+      shard_inverses: under MirroredStrategy / MultiWorkerMirroredStrategy with R > 1
+        replicas, each replica computes the damped inverses of about 1/R of the blocks
+        (greedy by ``inverse_cost``) and the results are shared by an all-reduce
+        (``tfwd.optimizers.sharding``); the update is the same. False: every replica
+        computes every inverse, as on one replica.
       layers, state: names of the covered layers and the shapes of their state; filled in by
         ``attach`` and saved in the config (a reloaded optimizer rebuilds its state from them).
     """
@@ -117,6 +125,7 @@ class KFAC(keras.optimizers.Optimizer):
         seed: int = 0,
         weight_sharing: str = "expand",
         scale_shift: str = "per_channel",
+        shard_inverses: bool = True,
         layers: list[str] | None = None,
         state: list[dict] | None = None,
         name: str = "kfac",
@@ -153,6 +162,7 @@ class KFAC(keras.optimizers.Optimizer):
         self.kl_clip = None if kl_clip is None else float(kl_clip)
         self.gauss_newton_samples = gauss_newton_samples
         self.seed = int(seed)
+        self.shard_inverses = bool(shard_inverses)
         self.layer_names = list(layers) if layers is not None else None
         self.state_config = list(state) if state is not None else None
         self.curvature_blocks = []  # known after attach()
@@ -340,15 +350,26 @@ class KFAC(keras.optimizers.Optimizer):
                 )
         return updated
 
+    def _checked_factors(self, block, factor_values) -> list:
+        message = (f"K-FAC factors of layer {block.name!r} are not finite: training "
+                   "diverged. Lower the learning rate, raise damping or set kl_clip")
+        return [tf.debugging.check_numerics(f, message) for f in factor_values]
+
+    def _damped_inverses(self, block, factor_values) -> list:
+        return block.damped_inverses(factor_values, self.damping)
+
     def _merge_inverses(self, strategy):
+        """Every block's damped inverses from its factors, in cross-replica context: shared
+        out across replicas (``tfwd.optimizers.sharding``) or on each device's copy."""
+        if self.shard_inverses and shards_inverses(strategy):
+            update_shared_inverses(strategy, self.curvature_blocks, self._damped_inverses,
+                                   self._checked_factors)
+            return tf.constant(True)
         for block, factors, inverses in zip(self.curvature_blocks, self.block_factors,
                                             self.block_inverses):
             def assign_inverses(*values, block=block, count=len(inverses)):
                 targets, factor_values = values[:count], values[count:]
-                message = (f"K-FAC factors of layer {block.name!r} are not finite: training "
-                           "diverged. Lower the learning rate, raise damping or set kl_clip")
-                factor_values = [tf.debugging.check_numerics(f, message) for f in factor_values]
-                new = block.damped_inverses(factor_values, self.damping)
+                new = self._damped_inverses(block, self._checked_factors(block, factor_values))
                 return [target.assign(value) for target, value in zip(targets, new)]
 
             strategy.extended.update(
@@ -459,6 +480,7 @@ class KFAC(keras.optimizers.Optimizer):
             "seed": self.seed,
             "weight_sharing": self.block_options.weight_sharing,
             "scale_shift": self.block_options.scale_shift,
+            "shard_inverses": self.shard_inverses,
             "layers": self.layer_names,
             "state": self.state_config,
         })
