@@ -256,3 +256,22 @@ def test_two_replicas_follow_the_lambda_trajectory_of_one(two_replicas):
     assert len({d for d, _ in single}) > 1  # λ did move
     for a, b in zip(single_weights, mirrored_weights):
         np.testing.assert_allclose(b, a, atol=1e-5 * max(np.abs(a).max(), 1.0))
+
+
+def test_run_config_spells_the_adaptation_defaults_and_build_passes_them_on():
+    """TrainConfig repeats DampingAdaptation's defaults (it validates flags before TensorFlow
+    is imported); the K-FAC that tfwd.train builds gets the configured rule."""
+    import dataclasses
+
+    from tfwd.train.build import make_optimizer
+    from tfwd.train.config import TrainConfig
+
+    config = TrainConfig(optimizer="kfac_g")
+    defaults = DampingAdaptation()
+    assert (config.damping_interval, config.damping_decay, config.min_damping,
+            config.max_damping) == dataclasses.astuple(defaults)
+    assert make_optimizer(config, 0.01).damping_adaptation is None
+    config = dataclasses.replace(config, adaptive_damping=True, damping_interval=3,
+                                 damping_decay=0.9, min_damping=1e-6, max_damping=1.0)
+    assert make_optimizer(config.validate(), 0.01).damping_adaptation == \
+        DampingAdaptation(3, 0.9, 1e-6, 1.0)
