@@ -13,7 +13,7 @@ Jᵀ H_L J of the batch (for softmax cross-entropy on logits it is the exact Fis
 Kronecker-factored approximation and without a damping term: ρ = actual / predicted then asks
 how well the curvature the step was built for describes h over that step, whatever K-FAC's
 approximation error, and equals 1 exactly when h is quadratic with Hessian Jᵀ H_L J (a linear
-model with squared error). See docs/equations.md §4.6.
+model with squared error). See docs/equations.md §4.8.
 
 On the same batch: one forward-mode pass at θ with tangent δ gives h(θ), ∇h(θ)ᵀδ and Jδ;
 H_L·(Jδ) comes from differentiating ∇_z h along Jδ (on the logits only); one forward pass at

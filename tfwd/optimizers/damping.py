@@ -22,7 +22,7 @@ predicted change (no step, e.g. one skipped by the loss scaler) leaves λ unchan
 adapted directly by this rule; M&G adapt their λ this way and derive the factors' damping from
 it (γ = √(λ + η), refined by a separate search, §6.6), which we do not do. A new λ reaches the
 updates when the damped inverses are next recomputed (every ``inv_every`` steps; M&G recompute
-them every T₃ = 20 steps). See docs/equations.md §4.6.
+them every T₃ = 20 steps). See docs/equations.md §4.8.
 """
 from __future__ import annotations
 
