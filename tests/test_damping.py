@@ -275,3 +275,14 @@ def test_run_config_spells_the_adaptation_defaults_and_build_passes_them_on():
                                  damping_decay=0.9, min_damping=1e-6, max_damping=1.0)
     assert make_optimizer(config.validate(), 0.01).damping_adaptation == \
         DampingAdaptation(3, 0.9, 1e-6, 1.0)
+
+
+def test_effective_damping_diagnostic_reads_the_adapted_lambda():
+    from tfwd.diagnostics.registry import _current_damping
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model, optimizer = linear_model(loss, DampingAdaptation(interval=1), 0.05)
+    model.train_on_batch(*batch())
+    assert _current_damping(model, DAMPING) == optimizer.damping_variable.numpy() != DAMPING
+    fixed, _ = linear_model(loss, None, 0.05)
+    assert _current_damping(fixed, 0.5) == 0.5
