@@ -8,9 +8,12 @@ moments — Var(n_i n_j) = C_ii C_jj + C_ij² − 2 Σ_b v_bi² v_bj² — so th
 conservative there. Tolerances are Z_BOUND standard errors; the draws are seeded, so the
 tests are deterministic.
 """
+import itertools
+
 import keras
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 
 from tfwd.curvature.blocks import KroneckerBlock
@@ -18,8 +21,8 @@ from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.diagonal import diagonal_fisher
 from tfwd.train import TrainStep
 from tfwd.noise import KINDS, CurvatureNoise, make_noise, noise_scale
-from tfwd.noise.batch import NoiseBatch, rademacher
-from tfwd.noise.kfac import FLOAT32_EPSILON, square_root_factor
+from tfwd.noise.batch import NoiseBatch, rademacher, standard_normal
+from tfwd.noise.kfac import FLOAT32_EPSILON, sketch_draw, square_root_factor, uses_sketch
 from tfwd.noise.trace import dense_squared_norm_sum
 
 NUM_DRAWS = 2000
@@ -257,6 +260,67 @@ def test_rademacher_signs_are_fair_independent_bits():
     flat = large.ravel()
     for lag in (1, 8, 32):
         assert abs(np.mean(flat[:-lag] * flat[lag:])) < Z_BOUND / np.sqrt(flat.size - lag)
+
+
+def test_standard_normal_is_normal():
+    """Box–Muller draws: mean 0, variance 1, uncorrelated halves, and the N(0, 1) CDF
+    (Kolmogorov–Smirnov); deterministic in the key, float64 equal to the float32 draw."""
+    key = tf.constant([8, 9], tf.int64)
+    draws = standard_normal([301, 100], key).numpy().astype(np.float64)  # odd count
+    assert draws.shape == (301, 100)
+    np.testing.assert_array_equal(draws, standard_normal([301, 100], key, tf.float64).numpy())
+    flat = draws.ravel()
+    assert abs(np.mean(flat)) < Z_BOUND / np.sqrt(flat.size)
+    assert abs(np.var(flat) - 1) < Z_BOUND * np.sqrt(2 / flat.size)
+    half = flat.size // 2  # the cos and sin of one pair land half the array apart
+    assert abs(np.mean(flat[:half] * flat[half:2 * half])) < Z_BOUND / np.sqrt(half)
+    assert scipy.stats.kstest(flat, "norm").pvalue > 1e-4
+
+
+def exact_sketch_second_moment(block, inputs, gradients, rank):
+    """E[vec N vec Nᵀ] of ``sketch_draw`` averaged over every pattern of its 2·B·T·k signs."""
+    rows = int(np.prod(gradients.shape[:-1]))
+    total = 0.0
+    patterns = list(itertools.product([-1.0, 1.0], repeat=2 * rows * rank))
+    for pattern in patterns:
+        signs = np.reshape(pattern, (2, rows, rank))
+        matrix = sketch_draw(block, tf.constant(inputs), tf.constant(gradients),
+                             tf.constant(signs[0]), tf.constant(signs[1])).numpy()
+        column_major_vec = matrix.T.ravel()
+        total = total + np.outer(column_major_vec, column_major_vec)
+    return total / len(patterns)
+
+
+@pytest.mark.parametrize("batch_size, locations, rank, has_bias",
+                         [(3, 1, 1, True), (2, 1, 2, True), (2, 2, 1, True), (3, 1, 1, False)])
+def test_kfac_sketch_draw_has_covariance_g_kron_a_exactly(batch_size, locations, rank, has_bias):
+    """Averaged over all sign patterns (not sampled), the sketch's second moment is G ⊗ A of
+    the explicit sums A = 1/(B·T) Σ ã ãᵀ, G = 1/B Σ g gᵀ — Dense and Dense over T positions."""
+    rng = np.random.default_rng(batch_size * 10 + locations + rank)
+    inputs = rng.standard_normal((batch_size, locations, 2))
+    gradients = rng.standard_normal((batch_size, locations, 3))
+    block = KroneckerBlock(name="dense", kernel_shape=(2, 3), has_bias=has_bias)
+    rows = inputs.reshape(-1, 2)
+    if has_bias:
+        rows = np.hstack([rows, np.ones((len(rows), 1))])
+    input_factor = rows.T @ rows / (batch_size * locations)
+    gradient_rows = gradients.reshape(-1, 3)
+    output_factor = gradient_rows.T @ gradient_rows / batch_size
+    np.testing.assert_allclose(exact_sketch_second_moment(block, inputs, gradients, rank),
+                               np.kron(output_factor, input_factor), rtol=1e-12, atol=1e-14)
+
+
+def test_sketch_is_used_where_it_is_cheaper():
+    """k·(d_in + d_out) < d_in·d_out + dim(S)² per data row, Dense only (k = 256)."""
+    def dense(rows, units):
+        return KroneckerBlock(name="d", kernel_shape=(rows, units), has_bias=True)
+    assert uses_sketch(dense(1000, 1000)) and uses_sketch(dense(784, 1000))  # the MLP's hidden
+    assert not uses_sketch(dense(1000, 10))  # logits: forming the 10 × 10 G is cheaper
+    assert not uses_sketch(dense(64, 64))
+    conv = KroneckerBlock(name="c", kernel_shape=(3, 3, 512, 512), has_bias=True,
+                          kernel_size=(3, 3), strides=(1, 1), dilation_rate=(1, 1),
+                          padding="same")
+    assert not uses_sketch(conv)
 
 
 # ------------------------------------------------------------ covariance of the noise kinds

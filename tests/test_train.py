@@ -87,6 +87,11 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_numbers(tmp_p
     ({"diagnostics": ["jacobian_norm", "nonsense"]}, "--diagnostics"),
     ({"augment": True}, "augment"),
     ({"noise": "diag_fisher", "batch_size": 64, "small_batch_size": 128}, "small_batch_size"),
+    ({"adaptive_damping": True, "optimizer": "sgd"}, "adaptive_damping"),
+    ({"adaptive_damping": True, "optimizer": "kfac_g", "damping_decay": 1.5}, "damping_decay"),
+    ({"adaptive_damping": True, "optimizer": "kfac_g", "damping_interval": 0},
+     "damping_interval"),
+    ({"adaptive_damping": True, "optimizer": "kfac_f", "max_damping": 1e-4}, "max_damping"),
 ])
 def test_launcher_rejects_bad_values_naming_the_flag(tmp_path, flag_values, named):
     with flagsaver.flagsaver(workdir=str(tmp_path), **flag_values):

@@ -94,6 +94,15 @@ def _fisher_columns(settings: Settings, model) -> int | None:
     return None if count * model.count_params() <= EXACT_BUDGET_FLOATS else min(AUTO_COLUMNS, count)
 
 
+def _current_damping(model, configured: float) -> float:
+    """λ as K-FAC uses it now: its adapted value under ``adaptive_damping``, else the
+    configured one."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    variable = getattr(optimizer, "damping_variable", None)
+    return configured if variable is None else float(variable.numpy())
+
+
 def _fisher_chunk(model) -> int:
     return max(1, EXACT_BUDGET_FLOATS // max(1, model.count_params()))
 
@@ -125,7 +134,8 @@ _MEASURES: dict[str, Callable] = {
         chunk_size=_fisher_chunk(model),
     ).as_dict(),
     "effective_damping": lambda s, seed: lambda model: effective_damping_report(
-        model, s.train_batch[0], s.damping, seed=seed, norm=s.curvature_norm
+        model, s.train_batch[0], _current_damping(model, s.damping), seed=seed,
+        norm=s.curvature_norm
     ),
     "gradient_variance": _gradient_variance,
     "hessian_eigenvalue": lambda s, seed: lambda model: calibrated_hessian_eigenvalue(

@@ -58,6 +58,15 @@ flags.DEFINE_enum("lr_scaling", _DEFAULTS.lr_scaling, ["none", "linear", "sqrt"]
 flags.DEFINE_integer("base_batch_size", _DEFAULTS.base_batch_size, "Batch size lr refers to.")
 flags.DEFINE_float("damping", _DEFAULTS.damping, "K-FAC damping λ.")
 flags.DEFINE_float("kl_clip", None, "K-FAC KL clipping bound (unset: off).")
+flags.DEFINE_bool("adaptive_damping", _DEFAULTS.adaptive_damping,
+                  "K-FAC: adapt --damping (the initial λ) by the Levenberg-Marquardt rule "
+                  "(Martens & Grosse 2015 §6.5; tfwd.optimizers.damping).")
+flags.DEFINE_integer("damping_interval", _DEFAULTS.damping_interval,
+                     "Adaptive damping: steps between adaptations (T1).")
+flags.DEFINE_float("damping_decay", _DEFAULTS.damping_decay,
+                   "Adaptive damping: λ is scaled by ω = decay**interval or 1/ω.")
+flags.DEFINE_float("min_damping", _DEFAULTS.min_damping, "Adaptive damping: lower bound on λ.")
+flags.DEFINE_float("max_damping", _DEFAULTS.max_damping, "Adaptive damping: upper bound on λ.")
 flags.DEFINE_float("cov_decay", _DEFAULTS.cov_decay, "K-FAC factor moving-average decay.")
 flags.DEFINE_integer("cov_every", _DEFAULTS.cov_every, "K-FAC statistics period (steps).")
 flags.DEFINE_integer("inv_every", _DEFAULTS.inv_every, "K-FAC inverse period (steps).")

@@ -19,6 +19,22 @@ enters through its data and is never formed, the other through its Cholesky fact
   Dense with input_dim < output_dim; then S = A.
 * S through L = chol(S + δI) computed in float64, δ = ε₃₂·tr(S), ε₃₂ = 2⁻²³.
 
+A Dense layer for which it is cheaper (``uses_sketch``: 784-1000-1000 MLP's two hidden
+layers; never Conv2D) instead draws through a rank-k sketch of both data matrices,
+
+    N = (Ãᵀ Ω)(Γᵀ Ψ)ᵀ / (B·√(T·k)),     Ω, Ψ: [B·T, k] independent Rademacher signs,
+
+vec N = Σ_j (Γᵀψ_j) ⊗ (Ãᵀω_j)/(B√(Tk)), whose covariance is G ⊗ A *exactly* (no δ, no
+factor formed or factorised): the k terms are independent, zero-mean, with
+E[(Γᵀψψᵀ Γ) ⊗ (Ãᵀωωᵀ Ã)] = ΓᵀΓ ⊗ ÃᵀÃ. It costs k·B·T·(input_dim + output_dim) + k·input_dim·
+output_dim multiply-adds instead of B·T·(input_dim·output_dim + dim(S)²) + dim(S)³/3 + …; for
+k = ``SKETCH_RANK`` = 256 and the 1000 × 1000 layer at batch 4096, 2.1·10⁹ instead of
+8.2·10⁹ plus a float64 Cholesky. What differs from a Gaussian with that covariance are the
+higher moments: N has rank ≤ k, and an entry is a sum of k products of two (nearly Gaussian)
+projections, excess kurtosis ≈ 6/k = 0.023 (the factor route's, a sum of B·T terms, is
+≈ 0). Small-batch gradient noise itself, the thing emulated, is a sum of M_S rank-one
+per-example terms ã_b g_bᵀ.
+
 Forming the factor that enters through its data would cost as much as that product again
 (B·T·dim² multiply-adds) plus a dim³ factorisation; so a Dense layer forms only its smaller
 factor, and a Conv2D layer only G: its A would need the input patches
@@ -60,6 +76,10 @@ from tfwd.curvature.diagonal import outer_product_sum
 from tfwd.noise.batch import NoiseBatch, rademacher, substream
 
 FLOAT32_EPSILON = float(np.finfo(np.float32).eps)  # ε₃₂ = 2⁻²³
+# k of the sketch draw: its entries' excess kurtosis is about 6/k (a Gaussian's is 0), and
+# its cost k·(input_dim + output_dim) per row is a quarter of the factor route's at
+# 1000 × 1000 (BENCHMARKS.md, "Curvature noise").
+SKETCH_RANK = 256
 
 
 def symmetric_square_root(matrix: tf.Tensor) -> tf.Tensor:
@@ -89,6 +109,39 @@ def square_root_factor(matrix: tf.Tensor) -> tf.Tensor:
     return tf.cast(factor, matrix.dtype)
 
 
+def uses_sketch(block: KroneckerBlock) -> bool:
+    """Whether a Dense layer draws through the rank-k sketch (k = ``SKETCH_RANK``): when its
+    multiply-adds per data row, k·(input_dim + output_dim), are fewer than the factor
+    route's, input_dim·output_dim + dim(S)² (the data product and forming S). Conv2D never
+    does: its B·T rows are the output pixels, and the factor route needs no patches."""
+    if block.is_conv:
+        return False
+    formed = block.output_dim if uses_input_data(block) else block.input_dim
+    sketch = SKETCH_RANK * (block.input_dim + block.output_dim)
+    return sketch < block.input_dim * block.output_dim + formed**2
+
+
+def sketch_draw(block: KroneckerBlock, inputs: tf.Tensor, output_gradients: tf.Tensor,
+                input_signs: tf.Tensor, output_signs: tf.Tensor) -> tf.Tensor:
+    """N = (Ãᵀ Ω)(Γᵀ Ψ)ᵀ / (B·√(T·k)) of a Dense layer, Ω and Ψ [B·T, k] independent signs.
+
+    vec N = Σ_j (Γᵀψ_j) ⊗ (Ãᵀω_j) / (B√(Tk)), so Cov[vec N] = k·(ΓᵀΓ ⊗ ÃᵀÃ)/(B²Tk) = G ⊗ A
+    exactly (E[ψψᵀ] = E[ωωᵀ] = I, the k terms independent and zero-mean): no factor is
+    formed, factorised or shifted.
+    """
+    rows = tf.reshape(inputs, [-1, inputs.shape[-1]])  # a_bt as [B·T, input_dim without 1]
+    gradient_rows = tf.reshape(output_gradients, [-1, block.output_dim])
+    input_part = tf.matmul(rows, input_signs, transpose_a=True)  # [input_dim, k]
+    if block.has_bias:  # the rows' homogeneous 1: Σ_bt ω_bt
+        input_part = tf.concat([input_part, tf.reduce_sum(input_signs, 0, keepdims=True)], 0)
+    output_part = tf.matmul(gradient_rows, output_signs, transpose_a=True)  # [output_dim, k]
+    dtype = output_gradients.dtype
+    scale = tf.math.rsqrt(tf.cast(tf.shape(output_gradients)[0], dtype)
+                          * tf.cast(tf.shape(gradient_rows)[0], dtype)
+                          * tf.cast(tf.shape(input_signs)[1], dtype))
+    return tf.matmul(input_part * scale, output_part, transpose_b=True)
+
+
 def uses_input_data(block: KroneckerBlock) -> bool:
     """Whether A enters through its data Ãᵀ/√(B·T) (else G through Γᵀ/√B)."""
     return block.is_conv or block.input_dim >= block.output_dim
@@ -96,8 +149,13 @@ def uses_input_data(block: KroneckerBlock) -> bool:
 
 def layer_draw(block: KroneckerBlock, inputs: tf.Tensor, output_gradients: tf.Tensor,
                key: tf.Tensor) -> tf.Tensor:
-    """N = L_A Ξ L_Gᵀ in ``block.to_matrix`` layout, Cov[vec N] = G ⊗ A (+ δ, see above)."""
+    """N in ``block.to_matrix`` layout with Cov[vec N] = G ⊗ A: the rank-k sketch where
+    ``uses_sketch``, else L_A Ξ L_Gᵀ (+ δ on the formed factor, see above)."""
     dtype = output_gradients.dtype
+    if uses_sketch(block):
+        rows = tf.size(output_gradients) // block.output_dim  # B·T
+        signs = rademacher(tf.stack([2, rows, SKETCH_RANK]), key, dtype)
+        return sketch_draw(block, inputs, output_gradients, signs[0], signs[1])
     batch = tf.cast(tf.shape(output_gradients)[0], dtype)
     locations = tf.cast(tf.size(output_gradients) // block.output_dim, dtype)  # B·T
     if uses_input_data(block):

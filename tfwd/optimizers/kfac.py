@@ -24,7 +24,9 @@ its share of the blocks and an all-reduce shares them (``tfwd.optimizers.shardin
 Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
 with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
-0.9, KL clip 1e-4 (G) / 1e-5 (F) without batch norm.
+0.9, KL clip 1e-4 (G) / 1e-5 (F) without batch norm. With ``adaptive_damping`` the damping λ
+is a state variable adapted by the Levenberg–Marquardt rule of Martens & Grosse (2015) §6.5
+(``tfwd.optimizers.damping``; ``tfwd.train.TrainStep`` measures the reduction ratio).
 
 Usage with Keras::
 
@@ -53,6 +55,7 @@ from tfwd.curvature.inverse import kl_clip_scale
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_statistics, check_curvature
+from tfwd.optimizers.damping import DampingAdaptation, adapted_damping, reduction_ratio
 from tfwd.optimizers.decay import DecayGroup, WeightDecay
 from tfwd.optimizers.sharding import shards_inverses, update_shared_inverses
 
@@ -103,6 +106,9 @@ class KFAC(keras.optimizers.Optimizer):
         (greedy by ``inverse_cost``) and the results are shared by an all-reduce
         (``tfwd.optimizers.sharding``); the update is the same. False: every replica
         computes every inverse, as on one replica.
+      adaptive_damping: None (fixed λ), True (the Levenberg–Marquardt rule of
+        ``tfwd.optimizers.damping`` with its defaults) or its options
+        (``DampingAdaptation`` or its config dict); ``damping`` is then the initial λ.
       layers, state: names of the covered layers and the shapes of their state; filled in by
         ``attach`` and saved in the config (a reloaded optimizer rebuilds its state from them).
     """
@@ -126,6 +132,7 @@ class KFAC(keras.optimizers.Optimizer):
         weight_sharing: str = "expand",
         scale_shift: str = "per_channel",
         shard_inverses: bool = True,
+        adaptive_damping: DampingAdaptation | dict | bool | None = None,
         layers: list[str] | None = None,
         state: list[dict] | None = None,
         name: str = "kfac",
@@ -153,6 +160,9 @@ class KFAC(keras.optimizers.Optimizer):
         if gauss_newton_samples is not None and gauss_newton_samples < 1:
             raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
         self.block_options = BlockOptions(weight_sharing, scale_shift)
+        self.damping_adaptation = DampingAdaptation.from_value(adaptive_damping)
+        if self.damping_adaptation is not None:
+            self.damping_adaptation.check_initial(damping)
         self.curvature = curvature
         self.damping = float(damping)
         self.momentum = float(momentum)
@@ -229,6 +239,12 @@ class KFAC(keras.optimizers.Optimizer):
                               for label, shape, init in spec[key]])
         self.statistics_updates = self.add_variable((), initializer="zeros", dtype="int64",
                                                     name="statistics_updates")
+        if self.damping_adaptation is not None:  # λ and the last ρ, saved with the state
+            self.damping_variable = self.add_variable(
+                (), initializer=keras.initializers.Constant(self.damping), dtype="float32",
+                name="damping")
+            self.reduction_ratio = self.add_variable((), initializer="zeros", dtype="float32",
+                                                     name="reduction_ratio")
         self.velocities = self.add_optimizer_variables(variables, "velocity")
 
     def _state_variable(self, layer_name, spec: StateSpec, dtype):
@@ -274,7 +290,7 @@ class KFAC(keras.optimizers.Optimizer):
         )
         return [s for statistics in per_block for s in statistics]
 
-    def _mean_over_replicas(self, strategy, flat):
+    def _mean_over_replicas(self, strategy, flat, destinations=None):
         """The replicas' mean of ``flat``. Called from ``_merge_curvature`` inside the
         statistics-step cond, so it communicates on statistics steps only: in cross-replica
         context (a strategy's merge) it reduces the per-replica values onto the factors'
@@ -286,7 +302,8 @@ class KFAC(keras.optimizers.Optimizer):
             # tensors, which reduce_to would take as identical on every replica.
             flat = [v if isinstance(v, tf.distribute.DistributedValues)
                     else distribute_values.PerReplica((v,)) for v in flat]
-            pairs = [(value, factor.value) for value, factor in zip(flat, self._flat_factors())]
+            destinations = destinations or [factor.value for factor in self._flat_factors()]
+            pairs = list(zip(flat, destinations))
             return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.MEAN, pairs)
         context = tf.distribute.get_replica_context()
         if context.num_replicas_in_sync > 1:
@@ -355,28 +372,76 @@ class KFAC(keras.optimizers.Optimizer):
                    "diverged. Lower the learning rate, raise damping or set kl_clip")
         return [tf.debugging.check_numerics(f, message) for f in factor_values]
 
-    def _damped_inverses(self, block, factor_values) -> list:
-        return block.damped_inverses(factor_values, self.damping)
+    def _damped_inverses(self, block, factor_values, damping=None) -> list:
+        """``block``'s damped inverses at λ = ``damping`` (None: the current λ)."""
+        if damping is None:
+            damping = (self.damping if self.damping_adaptation is None
+                       else self.damping_variable.value)
+        return block.damped_inverses(factor_values, damping)
 
     def _merge_inverses(self, strategy):
         """Every block's damped inverses from its factors, in cross-replica context: shared
         out across replicas (``tfwd.optimizers.sharding``) or on each device's copy."""
         if self.shard_inverses and shards_inverses(strategy):
+            # The adapted λ is the same on every replica: each device reads the primary copy.
             update_shared_inverses(strategy, self.curvature_blocks, self._damped_inverses,
                                    self._checked_factors)
             return tf.constant(True)
+        # The current λ goes in as an argument, so that each device reads its own copy.
+        damping = [self.damping_variable.value] if self.damping_adaptation is not None else []
         for block, factors, inverses in zip(self.curvature_blocks, self.block_factors,
                                             self.block_inverses):
             def assign_inverses(*values, block=block, count=len(inverses)):
                 targets, factor_values = values[:count], values[count:]
-                new = self._damped_inverses(block, self._checked_factors(block, factor_values))
+                current = self.damping if not damping else factor_values[-1]
+                factor_values = factor_values[:len(factor_values) - len(damping)]
+                new = self._damped_inverses(block, self._checked_factors(block, factor_values),
+                                            current)
                 return [target.assign(value) for target, value in zip(targets, new)]
 
             strategy.extended.update(
                 inverses[0].value, assign_inverses,
-                args=tuple(v.value for v in inverses[1:] + factors), group=False,
+                args=tuple(v.value for v in inverses[1:] + factors) + tuple(damping),
+                group=False,
             )
         return tf.constant(True)
+
+    # ----------------------------------------------------------- damping
+    def is_damping_step(self):
+        """Whether this step (read before ``apply``) measures ρ and adapts λ."""
+        return tf.equal(self.iterations % self.damping_adaptation.interval, 0)
+
+    def update_damping(self, terms):
+        """After ``apply`` on a damping step, in replica context: this replica's
+        [actual, predicted] (``tfwd.curvature.quadratic_model.reduction_terms``; zeros on
+        other steps) are summed over replicas into ρ, and λ is adapted
+        (``tfwd.optimizers.damping``) identically on every replica."""
+        return tf.__internal__.distribute.interim.maybe_merge_call(
+            self._merge_damping, self._distribution_strategy, terms)
+
+    def _merge_damping(self, strategy, terms):
+        replicas = strategy.num_replicas_in_sync
+
+        def ratio_of(mean):
+            total = mean * tf.cast(replicas, mean.dtype)
+            return reduction_ratio(total[0], total[1])
+
+        def adapt():
+            mean, = self._mean_over_replicas(strategy, [terms], [self.reduction_ratio.value])
+            # Per device (the reduced value is mirrored): ρ, then λ from the device's own λ.
+            strategy.extended.update(
+                self.damping_variable.value,
+                lambda var, mean: var.assign(
+                    adapted_damping(var.read_value(), ratio_of(mean), self.damping_adaptation)),
+                args=(mean,), group=False)
+            strategy.extended.update(self.reduction_ratio.value,
+                                     lambda var, mean: var.assign(ratio_of(mean)),
+                                     args=(mean,), group=False)
+            return tf.constant(True)
+
+        # apply() has counted this step: it was a damping step if iterations − 1 was one.
+        was_damping_step = tf.equal((self.iterations - 1) % self.damping_adaptation.interval, 0)
+        return tf.cond(was_damping_step, adapt, lambda: tf.constant(False))
 
     def refresh_inverses(self):
         """Recompute all damped inverses now (after factor initialisation)."""
@@ -481,6 +546,8 @@ class KFAC(keras.optimizers.Optimizer):
             "weight_sharing": self.block_options.weight_sharing,
             "scale_shift": self.block_options.scale_shift,
             "shard_inverses": self.shard_inverses,
+            "adaptive_damping": (None if self.damping_adaptation is None
+                                 else self.damping_adaptation.get_config()),
             "layers": self.layer_names,
             "state": self.state_config,
         })

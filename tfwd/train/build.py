@@ -6,6 +6,7 @@ import keras
 import tfwd.data
 import tfwd.models
 from tfwd import optimizers
+from tfwd.optimizers.damping import DampingAdaptation
 
 
 def learning_rate_schedule(config, steps_per_epoch: int, small_steps_per_epoch: int):
@@ -52,6 +53,9 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
         kl_clip=config.kl_clip,
         gauss_newton_samples=config.gauss_newton_samples,
         seed=config.seed,
+        adaptive_damping=DampingAdaptation(
+            config.damping_interval, config.damping_decay, config.min_damping,
+            config.max_damping) if config.adaptive_damping else None,
         **decay,
     )
 

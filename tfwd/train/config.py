@@ -66,6 +66,13 @@ class TrainConfig:
     inv_every: int = 100
     gauss_newton_samples: int | None = 1
     kfac_init_batches: int = 10
+    # Levenberg–Marquardt damping (tfwd.optimizers.damping.DampingAdaptation, whose defaults
+    # these are; spelled here too so that flags validate before TensorFlow is imported).
+    adaptive_damping: bool = False
+    damping_interval: int = 5
+    damping_decay: float = 0.95
+    min_damping: float = 1e-8
+    max_damping: float = 1e2
     # Large-batch regimes (paper 002).
     noise: str = "none"
     small_batch_size: int = 128
@@ -87,6 +94,23 @@ class TrainConfig:
     dtype_policy: str = "float32"  # tfwd.train.precision: float32, float64, mixed_*16
     seed: int = 0
     verbose: int = 1
+
+    def _validate_adaptive_damping(self) -> None:
+        if not self.optimizer.startswith("kfac"):
+            raise ValueError(f"adaptive_damping adapts K-FAC's damping; optimizer is "
+                             f"{self.optimizer!r} (use kfac_g or kfac_f, or drop the flag).")
+        if isinstance(self.damping_interval, bool) or not isinstance(self.damping_interval, int) \
+                or self.damping_interval < 1:
+            raise ValueError(f"damping_interval must be an integer >= 1, got "
+                             f"{self.damping_interval!r}.")
+        if not 0 < self.damping_decay < 1:
+            raise ValueError(f"damping_decay must be in (0, 1), got {self.damping_decay!r}.")
+        if not 0 < self.min_damping <= self.max_damping:
+            raise ValueError(f"Need 0 < min_damping <= max_damping, got {self.min_damping!r}, "
+                             f"{self.max_damping!r}.")
+        if not self.min_damping <= self.damping <= self.max_damping:
+            raise ValueError(f"damping={self.damping!r} must lie in [min_damping, max_damping] "
+                             f"= [{self.min_damping!r}, {self.max_damping!r}].")
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the field and the fix; called before any work."""
@@ -128,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
         if self.kl_clip is not None and self.kl_clip <= 0:
             raise ValueError("kl_clip must be > 0 (or unset).")
+        if self.adaptive_damping:
+            self._validate_adaptive_damping()
         if self.augment and self.dataset not in ("cifar10", "cifar100"):
             raise ValueError(f"augment is for CIFAR only; dataset is {self.dataset!r}.")
         if self.batch_size % self.num_replicas:

@@ -10,7 +10,10 @@
 3. each consumer's ``observe(tape, records, y_pred, y, gradients) -> gradients`` (the noise of
    ``tfwd.noise`` adds its draw there). A consumer has ``curvature_layers`` (the layers whose
    records it reads) and ``needs_persistent_tape``;
-4. ``optimizer.apply(gradients, model.trainable_weights)`` after the curvature update.
+4. ``optimizer.apply(gradients, model.trainable_weights)`` after the curvature update;
+5. with K-FAC's ``adaptive_damping``, on its damping steps: the step's actual and predicted
+   loss changes on this batch (``tfwd.curvature.quadratic_model``, from the parameters read
+   before and after ``apply``) go to ``optimizer.update_damping``, which adapts λ.
 
 ``install()`` makes ``model.fit`` / ``train_on_batch`` run this step (it mirrors Keras 3's
 TensorFlow ``train_step``: loss tracker, metrics); a custom ``strategy.run`` loop calls
@@ -25,8 +28,15 @@ from keras.src.losses import loss as keras_loss
 from keras.src.trainers.data_adapters import data_adapter_utils
 
 from tfwd.curvature.preconditions import check_consumer_losses, check_sample_weight
+from tfwd.curvature.quadratic_model import reduction_terms
 from tfwd.curvature.registry import block_for
 from tfwd.curvature.step import captured_forward_backward
+
+
+def _values_if(condition, variables) -> list:
+    """The variables' current values when ``condition`` holds, else zeros (no copy)."""
+    return tf.cond(condition, lambda: [tf.identity(v.value) for v in variables],
+                   lambda: [tf.zeros(v.shape, v.dtype) for v in variables])
 
 
 class TrainStep:
@@ -77,8 +87,19 @@ class TrainStep:
             gradients = consumer.observe(captured.tape, captured.records, captured.y_pred, y,
                                          gradients)
         captured.tape = None  # release the persistent tape before the update
+        adapting = (curvature is not None and curvature.damping_adaptation is not None)
+        if adapting:
+            is_damping_step = curvature.is_damping_step()
+            before = _values_if(is_damping_step, model.trainable_variables)
         with tf.control_dependencies(updates):
             optimizer.apply(gradients, model.trainable_weights)
+        if adapting:
+            terms = tf.cond(
+                is_damping_step,
+                lambda: reduction_terms(model, x, y, sample_weight, before,
+                                        [v.value for v in model.trainable_variables]),
+                lambda: tf.zeros([2]))
+            curvature.update_damping(terms)
         return captured.y_pred, captured.loss
 
     def train_step(self, data):
