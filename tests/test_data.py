@@ -353,7 +353,8 @@ def test_bad_arguments_raise_before_reading_data(arguments, message, tmp_path):
         tfwd.data.input_pipeline(name, split, data_dir=str(tmp_path), download=False, **call)
 
 
-def test_shared_input_pipelines_decode_each_split_once_and_restore_on_exit(monkeypatch):
+def test_shared_input_pipelines_decode_each_split_once_through_a_cache_not_a_patch(
+        monkeypatch):
     from tfwd.data import sharing, sources
 
     decodes = []
@@ -366,13 +367,22 @@ def test_shared_input_pipelines_decode_each_split_once_and_restore_on_exit(monke
     monkeypatch.setattr(sources, "load_split", counting_load_split)
     build = tfwd.data.input_pipeline
     plain = build("mnist", "test", batch_size=1000, seed=0, training=False)
-    with sharing.shared_input_pipelines():
+    assert sharing.active_cache() is None
+    with sharing.shared_input_pipelines() as cache:
+        # The pipeline consults the cache: no module attribute is replaced.
+        assert tfwd.data.input_pipeline is build and sources.load_split is counting_load_split
         first = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0, training=False)
-        again = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0, training=False)
+        with sharing.shared_input_pipelines() as inner:  # nested blocks share the outer cache
+            again = tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0,
+                                             training=False)
         other = tfwd.data.input_pipeline("mnist", "test", batch_size=500, seed=1, training=True)
+    assert inner is cache and sharing.active_cache() is None
     assert first is again and other is not first
     assert decodes == ["test", "test"]  # once outside the block, once inside for both sizes
-    assert tfwd.data.input_pipeline is build and sources.load_split is counting_load_split
+    with sharing.shared_input_pipelines(cache):  # an explicit cache keeps what it holds
+        assert tfwd.data.input_pipeline("mnist", "test", batch_size=1000, seed=0,
+                                        training=False) is first
+    assert decodes == ["test", "test"]
     for shared, alone in zip(first.epoch(0), plain.epoch(0)):
         np.testing.assert_array_equal(shared[0], alone[0])
         np.testing.assert_array_equal(shared[1], alone[1])

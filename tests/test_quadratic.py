@@ -3,19 +3,22 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from tfwd.noise import quadratic
+from tfwd.experiments.paper002.quadratic import (
+    NOISE_LABELS,
+    expected_loss_figure,
+    plot_expected_loss,
+    plot_trajectories,
+    trajectory_figure,
+)
 from tfwd.noise.quadratic import (
     NOISE_KINDS,
     expected_loss_exact,
-    expected_loss_figure,
     noise_matrix,
-    plot_expected_loss,
-    plot_trajectories,
     run_quadratic_study,
     sample_iterates,
+    sample_trajectories,
     stationary_expected_loss,
     trace_ct_a_c,
-    trajectory_figure,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -198,7 +201,7 @@ def test_trajectory_plot(tmp_path):
     lines = axes.get_lines()
     assert len(lines) == len(NOISE_KINDS)
     for line, kind in zip(lines, NOISE_KINDS):
-        assert line.get_label().startswith(quadratic.NOISE_LABELS[kind])
+        assert line.get_label().startswith(NOISE_LABELS[kind])
     assert "α = 0.1" in axes.get_title() and "A = [[" in axes.get_title()
 
 
@@ -268,3 +271,22 @@ def test_trajectory_plot_needs_2d(tmp_path):
         plot_trajectories(
             random_spd(3, seed=0), path=tmp_path / "x.png", theta0=np.ones(3)
         )
+
+
+def test_sample_trajectories_share_one_draw_and_follow_the_update_rule():
+    A = random_spd(2, seed=8)
+    learning_rate, theta0, seed, steps, scale = 0.3, np.array([1.0, -1.0]), 9, 4, 0.5
+    trajectories = sample_trajectories(
+        A, learning_rate=learning_rate, steps=steps, seed=seed, theta0=theta0, noise_scale=scale
+    )
+    assert tuple(trajectories) == NOISE_KINDS
+    for kind, (path, trace) in trajectories.items():
+        C = noise_matrix(A, kind, scale)
+        rng = np.random.default_rng(seed)  # the same draw for every kind
+        theta, expected = theta0, [theta0]
+        for _ in range(steps):
+            xi = rng.standard_normal((1, 2))[0]
+            theta = theta - learning_rate * A @ theta + learning_rate * C @ xi
+            expected.append(theta)
+        np.testing.assert_allclose(path, np.stack(expected), rtol=1e-12, atol=1e-14)
+        assert trace == pytest.approx(float(np.trace(C.T @ A @ C)), rel=1e-12)

@@ -26,6 +26,7 @@ from tfwd.tuning import (GridError, GridTuner, SearchSetupError, TrainHyperModel
                          default_grid, effective_learning_rates, grid_points, parse_grid,
                          run_search)
 from tfwd.data.sharing import shared_input_pipelines
+from tfwd.tuning.grid import MNIST_PAPER_LEARNING_RATES, paper_000_grid
 
 FLAGS = flags.FLAGS
 TINY_MLP = {"depth": 1, "width": 64}
@@ -73,6 +74,28 @@ def test_check_grid_rejects_fields_the_optimizer_ignores_and_invalid_points():
     with pytest.raises(GridError, match="learning_rate must be > 0"):
         check_grid({"learning_rate": (0.1, 0.0)}, tiny_base())
     check_grid(default_grid("kfac_g"), tiny_base(optimizer="kfac_g"))
+
+
+# docs/equations.md §9, the authors' best points at batch 128: (optimizer, decay type) ->
+# (learning rate, γ). Paper 000's paper-scale grids must hold them (tfwd.tuning.grid).
+AUTHORS_POINTS = {
+    ("sgd", "l2"): [(0.1, 1e-3), (0.01, 3e-3)],
+    ("adam", "decoupled"): [(3e-4, 0.3)],
+    ("kfac_g", "decoupled"): [(0.03, 3e-2), (0.05, 1e-2)],
+    ("kfac_f", "decoupled"): [(1e-3, 1.0), (3e-4, 1.0)],
+}
+
+
+def test_paper_000_grids_are_searchable_and_hold_the_authors_points():
+    for optimizer in ("sgd", "adam", "kfac_g", "kfac_f"):
+        for decay_type in ("l2", "decoupled"):
+            grid = paper_000_grid(optimizer, decay_type)
+            check_grid(grid, tiny_base(optimizer=optimizer, decay_type=decay_type))
+            for rate, decay in AUTHORS_POINTS.get((optimizer, decay_type), []):
+                assert rate in grid["learning_rate"] and decay in grid["weight_decay"]
+        assert set(paper_000_grid(optimizer, None)) == {"learning_rate"}  # no decay, no γ
+    # mnist_paper: a factor 2 either side of paper 002's base rate 0.1.
+    assert MNIST_PAPER_LEARNING_RATES == (0.1 / 2, 0.1, 0.1 * 2)
 
 
 def test_default_grids_are_the_issue_grids():

@@ -13,26 +13,27 @@ chief/worker distribution), ``report`` (search.json / search.md), ``search`` (th
 protocol). Shell: ``python -m tfwd.launch.tune``. Splits are decoded once per process
 (``tfwd.data.sharing``).
 """
-from tfwd.tuning.grid import (GridError, check_grid, default_grid, effective_learning_rates,
-                              grid_points, parse_grid)
-from tfwd.tuning.hypermodel import OBJECTIVE, TrainHyperModel, retraining_config, search_config
-from tfwd.tuning.oracle import GridOracle
-from tfwd.tuning.search import SearchSetupError, run_search
-from tfwd.tuning.tuner import GridTuner
+from tfwd._lazy import lazy_exports
 
-__all__ = [
-    "OBJECTIVE",
-    "GridError",
-    "GridOracle",
-    "GridTuner",
-    "SearchSetupError",
-    "TrainHyperModel",
-    "check_grid",
-    "default_grid",
-    "effective_learning_rates",
-    "grid_points",
-    "parse_grid",
-    "retraining_config",
-    "run_search",
-    "search_config",
-]
+# Loaded on first use (PEP 562): ``tfwd.tuning.grid`` (the grids, imported by the experiment
+# entries) stays importable without keras-tuner, whose import costs tens of seconds.
+_EXPORTS = {
+    "GridError": "tfwd.tuning.grid",
+    "check_grid": "tfwd.tuning.grid",
+    "default_grid": "tfwd.tuning.grid",
+    "effective_learning_rates": "tfwd.tuning.grid",
+    "grid_points": "tfwd.tuning.grid",
+    "parse_grid": "tfwd.tuning.grid",
+    "OBJECTIVE": "tfwd.tuning.hypermodel",
+    "TrainHyperModel": "tfwd.tuning.hypermodel",
+    "retraining_config": "tfwd.tuning.hypermodel",
+    "search_config": "tfwd.tuning.hypermodel",
+    "GridOracle": "tfwd.tuning.oracle",
+    "SearchSetupError": "tfwd.tuning.search",
+    "run_search": "tfwd.tuning.search",
+    "GridTuner": "tfwd.tuning.tuner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports("tfwd.tuning", _EXPORTS)

@@ -5,14 +5,23 @@ A grid maps TrainConfig field names to the tuple of values to try, e.g.
 point of the Cartesian product (paper 000, appendix A: grid search on a held-out 5k split).
 Fields not in the grid keep the value of the search's base config.
 
-Default grids (``default_grid``; docs/equations.md §9 lists the best points of the authors' runs):
+This module owns every grid of the package, so that each grid's values are spelled once:
 
-* SGD: learning_rate {0.3, 0.1, 0.03} × weight_decay {1e-2, 3e-3, 1e-3, 3e-4, 1e-4}.
-* Adam: learning_rate {1e-3, 3e-4, 1e-4} × weight_decay {1, 0.3, 0.1, 3e-2, 1e-2} with
-  decoupled decay (the paper's Adam "wd", best 0.3 at lr 3e-4; Keras shrinks by η·γ per step,
-  so the useful γ are ~100× SGD's), or SGD's decay values with ``decay_type="l2"``.
-* K-FAC (G and F): learning_rate {3e-2, 1e-2, 3e-3} × damping {3e-2, 1e-2, 3e-3, 1e-3} ×
-  SGD's weight_decay values.
+* ``default_grid`` — what ``python -m tfwd.launch.tune`` searches without ``--grid``
+  (docs/equations.md §9 lists the best points of the authors' runs):
+
+  - SGD: learning_rate {0.3, 0.1, 0.03} × weight_decay {1e-2, 3e-3, 1e-3, 3e-4, 1e-4}.
+  - Adam: learning_rate {1e-3, 3e-4, 1e-4} × weight_decay {1, 0.3, 0.1, 3e-2, 1e-2} with
+    decoupled decay (the paper's Adam "wd", best 0.3 at lr 3e-4; Keras shrinks by η·γ per
+    step, so the useful γ are ~100× SGD's), or SGD's decay values with ``decay_type="l2"``.
+  - K-FAC (G and F): learning_rate {3e-2, 1e-2, 3e-3} × damping {3e-2, 1e-2, 3e-3, 1e-3} ×
+    SGD's weight_decay values.
+
+* ``paper_000_grid`` — the paper-scale runs of paper 000's entries without published
+  hyper-parameters (``tfwd.experiments``): wider learning-rate ranges, γ per decay form, no
+  damping (the authors' K-FAC damping is fixed). The papers do not publish their grids; these
+  contain the authors' best values.
+* ``MNIST_PAPER_LEARNING_RATES`` — paper 002 table 1's MNIST rows at the mnist_paper scale.
 
 Learning rates in a grid are base rates at ``base_batch_size`` (128 in the papers): with
 ``lr_scaling="linear"`` or ``"sqrt"`` in the base config every trial trains with the rate
@@ -38,13 +47,46 @@ TUNABLE_FIELDS = {
     "kl_clip": ("kfac_g", "kfac_f"),
 }
 
-_SGD_DECAYS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+# Values several grids share.
+_SGD_DECAYS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)  # SGD's γ; Adam's with L2
+_ADAM_LEARNING_RATES = (1e-3, 3e-4, 1e-4)
 _ADAM_DECOUPLED_DECAYS = (1.0, 0.3, 0.1, 3e-2, 1e-2)
+
+# ``default_grid``.
+_SGD_LEARNING_RATES = (0.3, 0.1, 0.03)
 _KFAC_GRID = {
     "learning_rate": (3e-2, 1e-2, 3e-3),
     "damping": (3e-2, 1e-2, 3e-3, 1e-3),
     "weight_decay": _SGD_DECAYS,
 }
+
+# ``paper_000_grid``: base learning rates at batch 128. Decoupled SGD decay shrinks by ηγ per
+# step where L2 through momentum 0.9 shrinks by ~10·ηγ, hence its 10x larger values.
+_PAPER_000_KFAC_LEARNING_RATES = (0.1, 0.05, 0.03, 0.01, 3e-3, 1e-3, 3e-4)
+_PAPER_000_KFAC_L2_DECAYS = (1e-3, 3e-4, 1e-4, 3e-5)
+_PAPER_000_KFAC_DECOUPLED_DECAYS = (1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3)
+PAPER_000_LEARNING_RATES = {
+    "sgd": (0.3, 0.1, 0.03, 0.01),
+    "adam": _ADAM_LEARNING_RATES,
+    "kfac_g": _PAPER_000_KFAC_LEARNING_RATES,
+    "kfac_f": _PAPER_000_KFAC_LEARNING_RATES,
+}
+PAPER_000_DECAYS = {
+    ("sgd", "l2"): _SGD_DECAYS,
+    ("sgd", "decoupled"): (1e-1, 3e-2, 1e-2, 3e-3, 1e-3),
+    ("adam", "l2"): _SGD_DECAYS,
+    ("adam", "decoupled"): _ADAM_DECOUPLED_DECAYS,
+    ("kfac_g", "l2"): _PAPER_000_KFAC_L2_DECAYS,
+    ("kfac_g", "decoupled"): _PAPER_000_KFAC_DECOUPLED_DECAYS,
+    ("kfac_f", "l2"): _PAPER_000_KFAC_L2_DECAYS,
+    ("kfac_f", "decoupled"): _PAPER_000_KFAC_DECOUPLED_DECAYS,
+}
+
+# Paper 002 table 1's MNIST rows at the mnist_paper scale: base learning rates at batch 128
+# searched per regime, a factor 2 either side of its SGD's 0.1 (so 1.6 / 3.2 / 6.4 at
+# M_L = 4096 under linear scaling): the paper tunes the rate per regime (appendix E, fig. 4)
+# but does not give its grid.
+MNIST_PAPER_LEARNING_RATES = (0.05, 0.1, 0.2)
 
 Grid = dict  # field name -> tuple of values, in the order trials are enumerated
 
@@ -56,13 +98,22 @@ class GridError(ValueError):
 def default_grid(optimizer: str, decay_type: str = "decoupled") -> Grid:
     """The default grid of ``optimizer`` (module docstring)."""
     if optimizer == "sgd":
-        return {"learning_rate": (0.3, 0.1, 0.03), "weight_decay": _SGD_DECAYS}
+        return {"learning_rate": _SGD_LEARNING_RATES, "weight_decay": _SGD_DECAYS}
     if optimizer == "adam":
         decays = _ADAM_DECOUPLED_DECAYS if decay_type == "decoupled" else _SGD_DECAYS
-        return {"learning_rate": (1e-3, 3e-4, 1e-4), "weight_decay": decays}
+        return {"learning_rate": _ADAM_LEARNING_RATES, "weight_decay": decays}
     if optimizer in ("kfac_g", "kfac_f"):
         return dict(_KFAC_GRID)
     raise GridError(f"No default grid for optimizer {optimizer!r}.")
+
+
+def paper_000_grid(optimizer: str, decay_type: str | None) -> Grid:
+    """Paper 000's paper-scale grid: learning rate, and γ when the run decays
+    (``decay_type``; None: no decay)."""
+    grid = {"learning_rate": PAPER_000_LEARNING_RATES[optimizer]}
+    if decay_type is not None:
+        grid["weight_decay"] = PAPER_000_DECAYS[(optimizer, decay_type)]
+    return grid
 
 
 def parse_grid(text: str) -> Grid:

@@ -10,7 +10,9 @@ the k-th epoch as a `tf.data.Dataset` of
 with constants from `tfwd.data.catalog`. Each epoch is a pure function of (seed, k): training
 pipelines shuffle with a stateless permutation seeded by (seed, k), and CIFAR augmentation
 (`tfwd.data.augment`) is seeded the same way, so a run resumed at epoch k sees exactly the
-batches an uninterrupted run would have seen.
+batches an uninterrupted run would have seen. Inside
+`tfwd.data.sharing.shared_input_pipelines()` equal requests share one decoded split and one
+pipeline.
 """
 import math
 import os
@@ -19,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfwd.data import augment as augment_lib
-from tfwd.data import catalog, locations, sources
+from tfwd.data import catalog, locations, sharing, sources
 from tfwd.data.catalog import DatasetInfo
 
 
@@ -133,32 +135,48 @@ def input_pipeline(
         names the command that prepares it.
     """
     info = catalog.dataset_info(name)
+    if drop_remainder is None:
+        drop_remainder = training
+    _check_request(info, split, batch_size, training, augment, drop_remainder)
+    data_dir = locations.resolve_data_dir(data_dir)
+    options = dict(batch_size=batch_size, seed=seed, training=training, augment=augment,
+                   drop_remainder=drop_remainder)
+
+    def build() -> InputPipeline:
+        builder = sources.find_builder(name, data_dir, download)
+        images, labels = _decoded_split(builder, info, split)
+        return InputPipeline(info, images, labels, **options)
+
+    cache = sharing.active_cache()
+    if cache is None:
+        return build()
+    return cache.pipeline((name, split, os.fspath(data_dir), download,
+                           tuple(sorted(options.items()))), build)
+
+
+def _check_request(info: DatasetInfo, split: str, batch_size: int, training: bool,
+                   augment: bool, drop_remainder: bool) -> None:
+    """ValueError for a request `input_pipeline` cannot serve, before any data is read."""
     catalog.check_split(split)
     if augment and not info.augmentable:
         raise ValueError(
-            f"Augmentation (random crop + horizontal flip) is for CIFAR only; {name!r} must use"
-            " augment=False."
+            f"Augmentation (random crop + horizontal flip) is for CIFAR only; {info.name!r} must"
+            " use augment=False."
         )
     if augment and not training:
         raise ValueError("Augmentation is for training pipelines; pass augment=False.")
-    if drop_remainder is None:
-        drop_remainder = training
     num_examples = info.split_sizes[split]
     if batch_size < 1 or (drop_remainder and batch_size > num_examples):
         raise ValueError(
-            f"batch_size={batch_size} leaves no batch in {name} {split} ({num_examples}"
+            f"batch_size={batch_size} leaves no batch in {info.name} {split} ({num_examples}"
             f" examples, drop_remainder={drop_remainder})."
         )
-    data_dir = locations.resolve_data_dir(data_dir)
-    builder = sources.find_builder(name, data_dir, download)
-    images, labels = sources.load_split(builder, info, split)
-    return InputPipeline(
-        info,
-        images,
-        labels,
-        batch_size=batch_size,
-        seed=seed,
-        training=training,
-        augment=augment,
-        drop_remainder=drop_remainder,
-    )
+
+
+def _decoded_split(builder, info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``sources.load_split``, through the active ``sharing.PipelineCache`` if any."""
+    cache = sharing.active_cache()
+    if cache is None:
+        return sources.load_split(builder, info, split)
+    return cache.split((str(builder.data_dir), info.name, split),
+                       lambda: sources.load_split(builder, info, split))

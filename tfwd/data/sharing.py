@@ -2,59 +2,67 @@
 
 A search's trials and an experiment invocation's runs ask for the same splits again and again,
 and ``tfwd.data.input_pipeline`` decodes its split from TFDS on every call (about 5 s for
-MNIST's 60,000 images on a busy CPU, far more for CIFAR). Inside ``shared_input_pipelines()``
+MNIST's 60,000 images on a busy CPU, far more for CIFAR). A ``PipelineCache`` keeps
 
-* ``tfwd.data.sources.load_split`` decodes each (data directory, dataset, split) once, and
-* ``tfwd.data.input_pipeline`` returns, for arguments seen before, the pipeline built the
-  first time.
+* each decoded (data directory, dataset, split), and
+* each built pipeline, by its arguments,
 
-Both are pure functions of their arguments (``tfwd.data.pipeline``: epoch k depends only on
-seed and k), so sharing changes no number: results are identical with and without it. The
-block swaps the module attributes, because ``tfwd.train`` and ``tfwd.diagnostics`` look the
-functions up there on every call.
+and ``tfwd.data.input_pipeline`` consults the cache that is active
+(``shared_input_pipelines()``, a context manager) — nothing else changes, no module
+attribute is replaced. Both cached things are pure functions of their arguments
+(``tfwd.data.pipeline``: epoch k depends only on seed and k), so sharing changes no number:
+results are identical with and without it.
+
+    with shared_input_pipelines():            # a new cache, or the one already active
+        train(config_a); train(config_b)      # the second run reuses the first's pipelines
 """
 from __future__ import annotations
 
 import contextlib
-import functools
+from typing import Callable, Hashable, Iterator, TypeVar
 
-import tfwd.data
-from tfwd.data import sources
+T = TypeVar("T")
+
+# The caches of the open ``shared_input_pipelines`` blocks, innermost last. Process-wide, not
+# per thread: every thread of the process shares, as the runs of one process do.
+_ACTIVE: list[PipelineCache] = []
+
+
+class PipelineCache:
+    """Decoded splits and built pipelines of one process, by their identifying arguments."""
+
+    def __init__(self):
+        self._splits: dict[Hashable, object] = {}
+        self._pipelines: dict[Hashable, object] = {}
+
+    def split(self, key: Hashable, decode: Callable[[], T]) -> T:
+        """The split decoded for ``key`` (data directory, dataset, split), decoding it once."""
+        if key not in self._splits:
+            self._splits[key] = decode()
+        return self._splits[key]
+
+    def pipeline(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The pipeline built for ``key`` (its arguments), building it once."""
+        if key not in self._pipelines:
+            self._pipelines[key] = build()
+        return self._pipelines[key]
+
+
+def active_cache() -> PipelineCache | None:
+    """The cache ``tfwd.data.input_pipeline`` consults now, or None (no sharing)."""
+    return _ACTIVE[-1] if _ACTIVE else None
 
 
 @contextlib.contextmanager
-def _swapped(module, name: str, replacement):
-    original = getattr(module, name)
-    setattr(module, name, replacement)
+def shared_input_pipelines(cache: PipelineCache | None = None) -> Iterator[PipelineCache]:
+    """Within the block, ``tfwd.data.input_pipeline`` shares through ``cache``.
+
+    ``cache`` None: the cache already active (blocks nest, e.g. a search inside an experiment
+    invocation, and share the outer one), else a new one, dropped at the end of the block."""
+    if cache is None:
+        cache = active_cache() or PipelineCache()
+    _ACTIVE.append(cache)
     try:
-        yield
+        yield cache
     finally:
-        setattr(module, name, original)
-
-
-def _memoized(function, key):
-    results = {}
-
-    @functools.wraps(function)
-    def shared(*args, **kwargs):
-        k = key(*args, **kwargs)
-        if k not in results:
-            results[k] = function(*args, **kwargs)
-        return results[k]
-
-    return shared
-
-
-@contextlib.contextmanager
-def shared_input_pipelines():
-    """Within the block, each split is decoded once and equal pipeline requests share one."""
-    decode_once = _memoized(
-        sources.load_split, lambda builder, info, split: (str(builder.data_dir), info.name, split)
-    )
-    build_once = _memoized(
-        tfwd.data.input_pipeline,
-        lambda name, split, **options: (name, split, tuple(sorted(options.items()))),
-    )
-    with _swapped(sources, "load_split", decode_once), \
-            _swapped(tfwd.data, "input_pipeline", build_once):
-        yield
+        _ACTIVE.pop()

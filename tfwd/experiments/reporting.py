@@ -1,25 +1,19 @@
 """What reports are made of: the results of an entry's runs, statistics over seeds, the
-scale line, markdown tables and Agg plots with a sidecar JSON of their series.
+scale line and markdown tables (plots: ``tfwd.experiments.plots``).
 
 Every artifact states its scale (``ReportContext.scale_line``) and puts the published numbers
-or claims beside the measured ones. Plots are drawn on ``matplotlib.figure.Figure`` with the
-Agg canvas (no pyplot state) and saved with ``<stem>.json`` beside them, which lists every
-plotted series (name → x, y) so tests and readers can check what a PNG shows.
+or claims beside the measured ones. Reports look runs up by their ``RunKey``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import textwrap
 from typing import Iterable, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tfwd.experiments.spec import Artifact, Experiment, Run, Scale
+from tfwd.experiments.spec import Artifact, Experiment, Run, RunKey, Scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +57,11 @@ def format_published(value, digits: int = 2) -> str:
 class ReportContext:
     """The runs of one entry and their results, handed to the entry's report.
 
-    ``results[label]``: one results dict (``tfwd.train`` results.json) per seed of the run,
-    None where that seed failed. ``notes``: the runner's remarks (e.g. a skipped search).
-    ``searches[label]``: for runs with a grid search, per seed ``tfwd.tuning``'s search.json
-    dict, None while the search is unfinished.
+    ``results[run.label]``: one results dict (``tfwd.train`` results.json) per seed of the
+    run, None where that seed failed. ``notes``: the runner's remarks (e.g. a skipped search).
+    ``searches[run.label]``: for runs with a grid search, per seed ``tfwd.tuning``'s
+    search.json dict, None while the search is unfinished. The methods take the run's
+    ``RunKey``.
     """
 
     experiment: Experiment
@@ -77,52 +72,53 @@ class ReportContext:
     notes: list = dataclasses.field(default_factory=list)
     searches: dict = dataclasses.field(default_factory=dict)
 
-    def search(self, label: str) -> dict | None:
-        """The first finished search of the run ``label``, or None."""
-        return next((s for s in self.searches.get(label, []) if s is not None), None)
+    def search(self, key: RunKey) -> dict | None:
+        """The first finished search of the run ``key``, or None."""
+        return next((s for s in self.searches.get(key.label, []) if s is not None), None)
 
-    def run(self, label: str) -> Run:
+    def run(self, key: RunKey) -> Run:
         for run in self.runs:
-            if run.label == label:
+            if run.key == key:
                 return run
-        raise KeyError(f"{self.experiment.name} has no run {label!r}.")
+        raise KeyError(f"{self.experiment.name} has no run {key.label!r}.")
 
-    def finished(self, label: str) -> list[dict]:
-        return [r for r in self.results.get(label, []) if r is not None and r.get("epochs")]
+    def finished(self, key: RunKey) -> list[dict]:
+        return [r for r in self.results.get(key.label, []) if r is not None and r.get("epochs")]
 
-    def final(self, label: str, key: str) -> Stat | None:
-        """Statistic over seeds of ``key`` in the last epoch's record."""
-        return stat(r["epochs"][-1].get(key) for r in self.finished(label))
+    def final(self, key: RunKey, field: str) -> Stat | None:
+        """Statistic over seeds of ``field`` in the last epoch's record."""
+        return stat(r["epochs"][-1].get(field) for r in self.finished(key))
 
-    def curve(self, label: str, key: str) -> tuple[list[int], list[float]]:
-        """(epochs, mean over seeds of ``key``) over the epochs every seed reached."""
-        runs = self.finished(label)
+    def curve(self, key: RunKey, field: str) -> tuple[list[int], list[float]]:
+        """(epochs, mean over seeds of ``field``) over the epochs every seed reached."""
+        runs = self.finished(key)
         if not runs:
             return [], []
         length = min(len(r["epochs"]) for r in runs)
         epochs = [runs[0]["epochs"][i]["epoch"] for i in range(length)]
-        values = [float(np.mean([r["epochs"][i][key] for r in runs])) for i in range(length)]
+        values = [float(np.mean([r["epochs"][i][field] for r in runs])) for i in range(length)]
         return epochs, values
 
-    def diagnostic(self, label: str, name: str) -> list[dict[int, object]]:
+    def diagnostic(self, key: RunKey, name: str) -> list[dict[int, object]]:
         """Per finished seed, the diagnostic's history {completed epoch: value}."""
         histories = []
-        for r in self.finished(label):
+        for r in self.finished(key):
             history = r.get("diagnostics", {}).get(name, {})
             histories.append({int(epoch): value for epoch, value in history.items()})
         return histories
 
-    def final_diagnostic(self, label: str, name: str, extract=lambda value: value) -> Stat | None:
+    def final_diagnostic(self, key: RunKey, name: str,
+                         extract=lambda value: value) -> Stat | None:
         """Statistic over seeds of ``extract(value)`` at each seed's last measured epoch."""
         values = []
-        for history in self.diagnostic(label, name):
+        for history in self.diagnostic(key, name):
             if history:
                 values.append(extract(history[max(history)]))
         return stat(values)
 
-    def diagnostic_curve(self, label: str, name: str, extract) -> tuple[list[int], list[float]]:
+    def diagnostic_curve(self, key: RunKey, name: str, extract) -> tuple[list[int], list[float]]:
         """(epochs, mean over seeds of ``extract(value)``) for the epochs all seeds measured."""
-        histories = [h for h in self.diagnostic(label, name) if h]
+        histories = [h for h in self.diagnostic(key, name) if h]
         if not histories:
             return [], []
         epochs = sorted(set.intersection(*(set(h) for h in histories)))
@@ -137,7 +133,8 @@ class ReportContext:
         return os.path.join(self.out_dir, filename)
 
 
-def _model_text(config) -> str:
+def model_text(config) -> str:
+    """``model(kwargs)``, e.g. ``mlp(depth=2,width=256)``."""
     kwargs = ",".join(f"{k}={v}" for k, v in sorted(config.model_kwargs.items()))
     return config.model + (f"({kwargs})" if kwargs else "")
 
@@ -155,7 +152,7 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
     searched = sum(run.search is not None for run in runs)
     parts = [
         _joined(c.dataset for c in configs),
-        _joined(_model_text(c) for c in configs),
+        _joined(model_text(c) for c in configs),
         f"{_joined(c.epochs for c in configs)} epochs",
         f"batch {_joined(c.batch_size for c in configs)}",
         f"{_joined(seed_counts)} seed(s) per run",
@@ -196,47 +193,6 @@ def write_page(context: ReportContext, filename: str, body: Sequence[str]) -> st
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
-
-
-def new_figure(rows: int, columns: int, *, width: float = 5.0, height: float = 3.8):
-    """A Figure (Agg) and its 2-D array of axes."""
-    figure = Figure(figsize=(width * columns, height * rows + 1.2))
-    axes = figure.subplots(rows, columns, squeeze=False)
-    return figure, axes
-
-
-def save_plot(context: ReportContext, figure: Figure, filename: str, series: dict,
-              published: str, extra: dict | None = None) -> str:
-    """Add the scale and published-claim footer, write the PNG and ``<stem>.json``.
-
-    ``series``: {name: {"x": [...], "y": [...]} (or any JSON-able description)}.
-    """
-    experiment = context.experiment
-    width, height = figure.get_size_inches()
-    characters = int(width * 72 / (7 * 0.62))  # 7-point monospace
-    footer = "\n".join(textwrap.wrap(context.scale_line(), characters)
-                       + textwrap.wrap(f"Published ({experiment.citation}): {published}",
-                                       characters))
-    figure.suptitle(f"{experiment.name}: {experiment.citation}", fontsize=11)
-    lines = footer.count("\n") + 1
-    figure.subplots_adjust(bottom=min(0.5, (0.6 + 0.12 * lines) / height),
-                           top=1 - 0.6 / height, hspace=0.5, wspace=0.3)
-    figure.text(0.01, 0.01, footer, fontsize=7, va="bottom", ha="left", family="monospace")
-    path = context.path(filename)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, format="png", dpi=100)
-    stem = os.path.splitext(path)[0]
-    payload = {"name": experiment.name, "scale": context.scale_line(), "published": published,
-               "series": series}
-    payload.update(extra or {})
-    with open(stem + ".json", "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True, default=float)
-    return path
-
-
-def plot_artifact(context: ReportContext, path: str, series: dict, summary: str) -> Artifact:
-    return Artifact(path=os.path.relpath(path, context.out_dir), kind="plot", summary=summary,
-                    series=sorted(series))
 
 
 def table_artifact(context: ReportContext, path: str, columns: Sequence[str],

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from tfwd.data.sharing import shared_input_pipelines
 from tfwd.experiments import registry
 from tfwd.experiments.reporting import ReportContext
-from tfwd.experiments.spec import Experiment, Run, Scale, config_hash, seeded
+from tfwd.experiments.spec import Experiment, Run, RunKey, Scale, config_hash, seeded
 from tfwd.train import TrainConfig
 
 RUNS_DIR = "runs"
@@ -61,43 +61,56 @@ class PlannedRun:
 def plan_runs(runs: Sequence[Run], workdir: str, *, data_dir: str | None = None,
               verbose: int = 0) -> list[PlannedRun]:
     """Every (run, seed) in training order: a weight-norm reference before its users."""
-    by_label = {}
+    by_key: dict[RunKey, Run] = {}
+    labels = set()
     for run in runs:
-        if run.label in by_label:
+        if run.label in labels:
             raise ValueError(f"Two runs are labelled {run.label!r}; labels must be unique.")
-        by_label[run.label] = run
-    planned: dict[tuple[str, int], PlannedRun] = {}
+        labels.add(run.label)
+        by_key[run.key] = run
+    planned: dict[tuple[RunKey, int], PlannedRun] = {}
 
     def plan(run: Run, seed: int) -> PlannedRun:
-        if (run.label, seed) in planned:
-            return planned[(run.label, seed)]
-        config = dataclasses.replace(seeded(run.config, seed), data_dir=data_dir,
-                                     verbose=verbose)
-        reference_key = None
-        if run.reference is not None:
-            if run.reference not in by_label:
-                raise ValueError(f"Run {run.label!r} references unknown run {run.reference!r}.")
-            reference = by_label[run.reference]
-            if seed not in reference.seeds:
-                raise ValueError(f"Run {run.label!r} needs seed {seed} of {run.reference!r}.")
-            source = plan(reference, seed)
-            reference_key = source.key
-            config = dataclasses.replace(config, weight_norm_reference=source.results_path)
-        key = config_hash(config, run.search, reference_key, run.search_once)
-        directory = os.path.join(workdir, RUNS_DIR, key)
-        search_directory = os.path.join(directory, SEARCH_DIR) if run.search else None
-        if run.search_once:  # the directory a search of the first seed alone would have
-            first = dataclasses.replace(config, seed=run.seeds[0])
-            search_directory = os.path.join(workdir, RUNS_DIR,
-                                            config_hash(first, run.search), SEARCH_DIR)
-        planned[(run.label, seed)] = PlannedRun(run, seed, config, key, directory,
-                                                search_directory)
-        return planned[(run.label, seed)]
+        if (run.key, seed) not in planned:
+            source = None
+            if run.reference is not None:
+                source = plan(_reference_run(run, seed, by_key), seed)
+            planned[(run.key, seed)] = _planned_run(run, seed, workdir, source,
+                                                    data_dir=data_dir, verbose=verbose)
+        return planned[(run.key, seed)]
 
     for run in runs:
         for seed in run.seeds:
             plan(run, seed)
     return list(planned.values())
+
+
+def _reference_run(run: Run, seed: int, by_key: dict[RunKey, Run]) -> Run:
+    """The run whose weight norms ``run`` transfers, checked to train ``seed``."""
+    if run.reference not in by_key:
+        raise ValueError(f"Run {run.label!r} references unknown run {run.reference.label!r}.")
+    reference = by_key[run.reference]
+    if seed not in reference.seeds:
+        raise ValueError(f"Run {run.label!r} needs seed {seed} of {reference.label!r}.")
+    return reference
+
+
+def _planned_run(run: Run, seed: int, workdir: str, source: PlannedRun | None, *,
+                 data_dir: str | None, verbose: int) -> PlannedRun:
+    """``run`` at ``seed`` with its key and directories; ``source``: its planned reference."""
+    config = dataclasses.replace(seeded(run.config, seed), data_dir=data_dir, verbose=verbose)
+    reference_key = None
+    if source is not None:
+        reference_key = source.key
+        config = dataclasses.replace(config, weight_norm_reference=source.results_path)
+    key = config_hash(config, run.search, reference_key, run.search_once)
+    directory = os.path.join(workdir, RUNS_DIR, key)
+    search_directory = os.path.join(directory, SEARCH_DIR) if run.search else None
+    if run.search_once:  # the directory a search of the first seed alone would have
+        first = dataclasses.replace(config, seed=run.seeds[0])
+        search_directory = os.path.join(workdir, RUNS_DIR, config_hash(first, run.search),
+                                        SEARCH_DIR)
+    return PlannedRun(run, seed, config, key, directory, search_directory)
 
 
 def finished_results(planned: PlannedRun) -> dict | None:
@@ -192,30 +205,19 @@ def selected(label: str, only: Sequence[str] | None) -> bool:
     return only is None or any(fnmatch.fnmatchcase(label, pattern) for pattern in only)
 
 
-def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
-                   data_dir: str | None = None, verbose: int = 0,
-                   log: Callable[[str], None] = print,
-                   only: Sequence[str] | None = None) -> dict:
-    """Train the entry's runs that are not finished, write its artifact; returns its record.
+def _is_complete(record: dict | None, signature: dict, entry_dir: str,
+                 planned: Sequence[PlannedRun]) -> bool:
+    """Whether the entry was reported on these very runs, all finished, and its file exists."""
+    return bool(record and record.get("complete") and record.get("signature") == signature
+                and os.path.exists(os.path.join(entry_dir, record["artifact"]["path"]))
+                and all(finished_results(p) is not None for p in planned))
 
-    ``only``: train only the runs whose label matches one of these shell patterns (e.g.
-    ``"mnist/mlp/sb"``); the others are read if finished and otherwise left out of the report,
-    which is then marked incomplete. Processes given disjoint patterns can share a workdir."""
-    experiment.check_scale(scale)
-    start = time.time()
-    runs = list(experiment.runs(scale))
-    planned = plan_runs(runs, workdir, data_dir=data_dir, verbose=verbose)
-    entry_dir = os.path.join(workdir, experiment.name)
-    signature = {"scale": scale.describe(), "runs": [p.key for p in planned]}
-    record = _read_record(entry_dir)
-    if (record and record.get("complete") and record.get("signature") == signature
-            and os.path.exists(os.path.join(entry_dir, record["artifact"]["path"]))
-            and all(finished_results(p) is not None for p in planned)):
-        log(f"{experiment.name}: complete, skipped ({record['artifact']['path']}).")
-        return record
-    log(f"{experiment.name} ({experiment.citation}): {len(planned)} run(s) at scale "
-        f"{scale.describe()}.")
-    by_run: dict[tuple[str, int], dict | None] = {}
+
+def _train_or_read(planned: Sequence[PlannedRun], only: Sequence[str] | None,
+                   log: Callable[[str], None]) -> tuple[dict, float]:
+    """({(run key, seed): results or None}, seconds spent training): finished runs are read,
+    the selected unfinished ones trained, the others left out (None)."""
+    by_run: dict[tuple[RunKey, int], dict | None] = {}
     trained_here = 0.0
     for index, item in enumerate(planned, 1):
         name = f"  [{index}/{len(planned)}] {item.run.label} seed {item.seed} ({item.key})"
@@ -234,18 +236,20 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
                 results = None
             trained_here += time.time() - run_start
             log(f"{name}: {_outcome(results)} after {time.time() - run_start:.1f} s.")
-        by_run[(item.run.label, item.seed)] = results
-    results = {run.label: [by_run[(run.label, seed)] for seed in run.seeds] for run in runs}
-    context = ReportContext(experiment, scale, runs, results, entry_dir,
-                            searches=finished_searches(planned))
-    artifact = experiment.report(context)
-    complete = all(value is not None for value in by_run.values())
+        by_run[(item.run.key, item.seed)] = results
+    return by_run, trained_here
+
+
+def _write_record(experiment: Experiment, entry_dir: str, signature: dict,
+                  planned: Sequence[PlannedRun], by_run: dict, artifact, *, start: float,
+                  trained_here: float) -> dict:
+    """artifact.json: what the entry ran, whether every run finished, and how long it took."""
     record = {
         "name": experiment.name,
         "citation": experiment.citation,
         "description": experiment.description,
         "signature": signature,
-        "complete": complete,
+        "complete": all(value is not None for value in by_run.values()),
         "artifact": dataclasses.asdict(artifact),
         "seconds_this_invocation": time.time() - start,
         "seconds_training_this_invocation": trained_here,
@@ -255,8 +259,40 @@ def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
     os.makedirs(entry_dir, exist_ok=True)
     with open(os.path.join(entry_dir, RECORD_FILE), "w") as f:
         json.dump(record, f, indent=2)
+    return record
+
+
+def run_experiment(experiment: Experiment, scale: Scale, workdir: str, *,
+                   data_dir: str | None = None, verbose: int = 0,
+                   log: Callable[[str], None] = print,
+                   only: Sequence[str] | None = None) -> dict:
+    """Train the entry's runs that are not finished, write its artifact; returns its record.
+
+    ``only``: train only the runs whose label matches one of these shell patterns (e.g.
+    ``"mnist/mlp/sb"``); the others are read if finished and otherwise left out of the report,
+    which is then marked incomplete. Processes given disjoint patterns can share a workdir."""
+    experiment.check_scale(scale)
+    start = time.time()
+    runs = list(experiment.runs(scale))
+    planned = plan_runs(runs, workdir, data_dir=data_dir, verbose=verbose)
+    entry_dir = os.path.join(workdir, experiment.name)
+    signature = {"scale": scale.describe(), "runs": [p.key for p in planned]}
+    record = _read_record(entry_dir)
+    if _is_complete(record, signature, entry_dir, planned):
+        log(f"{experiment.name}: complete, skipped ({record['artifact']['path']}).")
+        return record
+    log(f"{experiment.name} ({experiment.citation}): {len(planned)} run(s) at scale "
+        f"{scale.describe()}.")
+    by_run, trained_here = _train_or_read(planned, only, log)
+    results = {run.label: [by_run[(run.key, seed)] for seed in run.seeds] for run in runs}
+    context = ReportContext(experiment, scale, runs, results, entry_dir,
+                            searches=finished_searches(planned))
+    artifact = experiment.report(context)
+    record = _write_record(experiment, entry_dir, signature, planned, by_run, artifact,
+                           start=start, trained_here=trained_here)
     log(f"{experiment.name}: wrote {os.path.join(entry_dir, artifact.path)} "
-        f"({'complete' if complete else 'INCOMPLETE'}, {record['seconds_this_invocation']:.0f} s).")
+        f"({'complete' if record['complete'] else 'INCOMPLETE'}, "
+        f"{record['seconds_this_invocation']:.0f} s).")
     return record
 
 

@@ -8,8 +8,9 @@ Paper scale (docs/equations.md §9, paper 000 appendix A, paper 002 §4):
   over the training data, KL clipping 1e-4 (G) / 1e-5 (F) without batch norm; batch norm
   without γ/β; hyper-parameters: the authors' published ones where docs/equations.md §9 lists them
   (``AUTHORS_HYPERPARAMETERS``), otherwise a grid search on the held-out 5k split followed by
-  retraining on train + validation (``search_grid``; the papers do not publish their grids,
-  so ours are stated here and always contain the authors' values). Large batches (table 3)
+  retraining on train + validation (``tfwd.tuning.grid.paper_000_grid``: that module owns
+  every grid; the papers do not publish their grids, so ours are stated there and always
+  contain the authors' values). Large batches (table 3)
   adjust the search range by square-root scaling from batch 128 (Hoffer et al. 2017).
 * Paper 002: M_L = 4096, M_S = 128, ghost batch norm of 128 for the large-batch regimes, linear
   LR scaling (square root in its table 3) with a 5-epoch warm-up (Goyal et al.), noise off
@@ -111,35 +112,6 @@ def authors_setting(dataset: str, model: str, optimizer: str, batch_norm: bool,
     return None
 
 
-# Search grids of the paper-scale runs without published hyper-parameters. Learning rates
-# are base rates at batch 128. Decoupled SGD decay shrinks by ηγ per step where L2 through
-# momentum 0.9 shrinks by ~10·ηγ, hence its 10x larger values.
-SEARCH_LEARNING_RATES = {
-    "sgd": (0.3, 0.1, 0.03, 0.01),
-    "adam": (1e-3, 3e-4, 1e-4),
-    "kfac_g": (0.1, 0.05, 0.03, 0.01, 3e-3, 1e-3, 3e-4),
-    "kfac_f": (0.1, 0.05, 0.03, 0.01, 3e-3, 1e-3, 3e-4),
-}
-SEARCH_DECAYS = {
-    ("sgd", "l2"): (1e-2, 3e-3, 1e-3, 3e-4, 1e-4),
-    ("sgd", "decoupled"): (1e-1, 3e-2, 1e-2, 3e-3, 1e-3),
-    ("adam", "l2"): (1e-2, 3e-3, 1e-3, 3e-4, 1e-4),
-    ("adam", "decoupled"): (1.0, 0.3, 0.1, 3e-2, 1e-2),
-    ("kfac_g", "l2"): (1e-3, 3e-4, 1e-4, 3e-5),
-    ("kfac_g", "decoupled"): (1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3),
-    ("kfac_f", "l2"): (1e-3, 3e-4, 1e-4, 3e-5),
-    ("kfac_f", "decoupled"): (1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3),
-}
-
-
-def search_grid(optimizer: str, decay_type: str | None) -> dict:
-    """The paper-scale grid: learning rate, and γ when the run decays (``decay_type``)."""
-    grid = {"learning_rate": SEARCH_LEARNING_RATES[optimizer]}
-    if decay_type is not None:
-        grid["weight_decay"] = SEARCH_DECAYS[(optimizer, decay_type)]
-    return grid
-
-
 # ------------------------------------------------------------------------------ paper 002
 
 LARGE_BATCH_002 = 4096
@@ -162,10 +134,7 @@ LR_DECAY_EVERY_EPOCHS_002 = 60
 # not give its MLP, so its size is ours: two hidden layers (the smoke scale's depth) as narrow
 # as keeps the whole MLP row, grid included, within ~2 CPU-hours (REPRODUCTION.md §1b).
 MNIST_PAPER_MLP = {"depth": 2, "width": 64}
-# Base learning rates at batch 128 searched per regime, a factor 2 either side of
-# SGD_SETTINGS_002's 0.1 (so 1.6 / 3.2 / 6.4 at M_L = 4096 under linear scaling): the paper
-# tunes the rate per regime (appendix E, fig. 4) but does not give its grid.
-MNIST_PAPER_LEARNING_RATES = (0.05, 0.1, 0.2)
+# The learning rates searched per regime: ``tfwd.tuning.grid.MNIST_PAPER_LEARNING_RATES``.
 # Figure 3's diagnostics recorded by every run at epochs 50 (noise off), 100, 150, 200: their
 # cost at every epoch would rival training (REPRODUCTION.md §1b states it).
 MNIST_PAPER_DIAGNOSTICS = ("hessian_eigenvalue", "fisher_norms", "gradient_variance")
@@ -216,7 +185,7 @@ SMALL_SIZES = {
 
 # Fixed hyper-parameters of the small scales (not tuned; chosen for MNIST MLPs):
 # optimizer -> learning rate and γ per decay type. Decoupled SGD γ is 10x the L2 γ (momentum
-# 0.9, see SEARCH_DECAYS).
+# 0.9, see tfwd.tuning.grid.PAPER_000_DECAYS).
 SMALL_HYPERPARAMETERS = {
     "sgd": {"learning_rate": 0.1, "l2": 1e-3, "decoupled": 1e-2},
     "adam": {"learning_rate": 1e-3, "l2": 1e-4, "decoupled": 0.3},

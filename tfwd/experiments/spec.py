@@ -1,8 +1,8 @@
 """What an experiment is: a scale, the runs it trains, and the entry that reports on them.
 
 An **entry** (``Experiment``) reproduces one table or figure of the two seed papers. Its
-``runs(scale)`` lists the training runs (``Run``: a label, a ``TrainConfig``, the seeds, and at
-paper scale optionally the hyper-parameter grid the paper searched); its
+``runs(scale)`` lists the training runs (``Run``: its name as a ``RunKey``, a ``TrainConfig``,
+the seeds, and at paper scale optionally the hyper-parameter grid the paper searched); its
 ``report(context)`` turns their results into the artifact (a markdown table or a PNG plot)
 with the published numbers beside the measured ones.
 
@@ -36,8 +36,10 @@ DEFAULT_SCALES = ("paper", "smoke", "tiny")
 MNIST_PAPER_NETWORKS = ("mlp", "lenet")
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
 COSMETIC_FIELDS = ("verbose", "data_dir")
-# ``weight_norm_reference`` value that points at another run of the same entry.
-REFERENCE_PREFIX = "run:"
+# How a weight-norm transfer's identity spells the key of the run it copies norms from, inside
+# ``config_hash``'s payload. Part of every such run's key (runs/<key>): changing it orphans
+# finished runs.
+_REFERENCE_IN_HASH = "run:{key}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,45 +92,88 @@ class Scale:
         return self.name + (f" ({', '.join(overrides)})" if overrides else "")
 
 
+@dataclasses.dataclass(frozen=True)
+class RunKey:
+    """A run's name inside its entry, as fields: entries build it, reports look runs up by
+    it, and nothing parses it back from text.
+
+    ``label`` spells it for legends, tables, logs and the runner's ``only`` patterns: the
+    fields that are set, joined by "/" in the order below, e.g.
+    ``mnist/mlp(depth=2,width=256)/bn/sgd/wd/b640`` or ``abc/mnist/mlp/diag_f_plain``.
+
+    Attributes:
+      panel: the sub-figure group of the run, e.g. ``"abc"`` (paper 002, figure 3 a-c).
+      setting: data, network and extras, e.g. ``"cifar10/vgg16/bn+aug"`` or ``"mnist/mlp"``.
+      optimizer: ``TrainConfig.optimizer``.
+      decay: paper 000's decay name (``tfwd.experiments.paper000.runs``).
+      regime: paper 002's regime (``tfwd.experiments.paper002.regimes.REGIMES``).
+      batch_size: written ``b<batch>`` (paper 000, table 3).
+      lr_scaling: a learning-rate rule other than the entry's usual one (``"sqrt"``).
+      name: a run named in words (paper 000, figure 4: ``"wn-conv"``).
+    """
+
+    panel: str | None = None
+    setting: str | None = None
+    optimizer: str | None = None
+    decay: str | None = None
+    regime: str | None = None
+    batch_size: int | None = None
+    lr_scaling: str | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        if all(getattr(self, f.name) is None for f in dataclasses.fields(self)):
+            raise ValueError("a RunKey needs at least one field.")
+
+    @property
+    def label(self) -> str:
+        batch = None if self.batch_size is None else f"b{self.batch_size}"
+        parts = (self.panel, self.setting, self.optimizer, self.decay, self.regime, batch,
+                 self.lr_scaling, self.name)
+        return "/".join(part for part in parts if part is not None)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
     """One training configuration of an entry, trained once per seed.
 
     Args:
-      label: the run's name inside its entry (legend entry / table cell), e.g. ``"sgd/wd"``.
+      key: the run's name inside its entry (``RunKey``; ``label`` spells it).
       config: the ``TrainConfig``; its ``seed`` is replaced by each of ``seeds``.
       seeds: the seeds to train.
       search: paper scale only — {TrainConfig field: values}: the grid searched on the
         held-out split before retraining on train + validation (``tfwd.tuning.run_search``).
-      reference: the label of another run of the entry whose recorded weight norms this run
-        transfers (paper 000 fig. 4); ``config.weight_norm_reference`` is then
-        ``"run:<label>"`` and the runner fills in that run's results.json (same seed).
+      reference: the key of another run of the entry whose recorded weight norms this run
+        transfers (paper 000 fig. 4); the runner sets ``config.weight_norm_reference`` to
+        that run's results.json (same seed), so the entry leaves it unset.
       search_once: with ``search``, the grid is searched once, with the first seed, and every
         seed then trains the best point on ``config.train_split`` (validation and test
         evaluated; paper 002 table 1 at the mnist_paper scale). False: every seed searches and
         retrains its best point on train + validation (paper 000, appendix A).
     """
 
-    label: str
+    key: RunKey
     config: TrainConfig
     seeds: tuple[int, ...] = (0,)
     search: Mapping[str, tuple] | None = None
-    reference: str | None = None
+    reference: RunKey | None = None
     search_once: bool = False
 
     def __post_init__(self):
         if not self.seeds:
             raise ValueError(f"run {self.label!r} has no seed.")
-        if self.reference is not None:
-            expected = REFERENCE_PREFIX + self.reference
-            if self.config.weight_norm_reference != expected:
-                raise ValueError(
-                    f"run {self.label!r} references {self.reference!r}: set "
-                    f"config.weight_norm_reference={expected!r}."
-                )
+        if self.reference is not None and self.config.weight_norm_reference is not None:
+            raise ValueError(
+                f"run {self.label!r} references run {self.reference.label!r}: leave "
+                "config.weight_norm_reference unset, the runner points it at that run's "
+                "results.json.")
         if self.search_once and not self.search:
             raise ValueError(f"run {self.label!r}: search_once needs a search grid.")
         self.config.validate()
+
+    @property
+    def label(self) -> str:
+        return self.key.label
 
 
 @dataclasses.dataclass
@@ -195,7 +240,7 @@ def config_hash(config: TrainConfig, search: Mapping[str, tuple] | None = None,
     values = {k: v for k, v in config.to_dict().items()
               if k not in COSMETIC_FIELDS and v != defaults[k]}
     if reference_hash is not None:
-        values["weight_norm_reference"] = REFERENCE_PREFIX + reference_hash
+        values["weight_norm_reference"] = _REFERENCE_IN_HASH.format(key=reference_hash)
     payload = {"config": values}
     if search:
         payload["search"] = {k: list(v) for k, v in sorted(search.items())}

@@ -2,14 +2,14 @@
 
 ``make_noise(kind, model, ...)`` builds the training-step consumer (``tfwd.noise.consumer``);
 one module per kind (``diag_fisher``, ``full_fisher``, ``trace``, ``kfac``,
-``multiplicative``); ``quadratic`` is the §3.2 study.
+``multiplicative``); ``quadratic`` is the §3.2 study (its figures:
+``tfwd.experiments.paper002.quadratic``).
 """
 from tfwd.noise.consumer import KINDS, CurvatureNoise, make_noise
 from tfwd.noise.quadratic import (
     expected_loss_exact,
-    plot_expected_loss,
-    plot_trajectories,
     run_quadratic_study,
+    sample_trajectories,
 )
 from tfwd.noise.scale import noise_scale
 
@@ -19,7 +19,6 @@ __all__ = [
     "expected_loss_exact",
     "make_noise",
     "noise_scale",
-    "plot_expected_loss",
-    "plot_trajectories",
     "run_quadratic_study",
+    "sample_trajectories",
 ]

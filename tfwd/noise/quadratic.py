@@ -50,25 +50,16 @@ second order in α.
 
 Reference: paper 002, "Exploring curvature noise in large-batch stochastic optimization",
 section 3.2 (Theorem 3.1), appendix A, figures 1–2 (2-D trajectories; figure 2 uses α = 0.1,
-500 iterations, plotted every 10).
+500 iterations, plotted every 10). This module is the math; the figures are drawn by
+``tfwd.experiments.paper002.quadratic`` beside the other experiment plots.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 NOISE_KINDS = ("fisher", "diagonal", "isotropic", "none")
-
-NOISE_LABELS = {
-    "fisher": "full Fisher, C = √A",
-    "diagonal": "diagonal Fisher, C = √diag(A)",
-    "isotropic": "isotropic, C = √(Tr A / d)·I",
-    "none": "no noise, C = 0",
-}
 
 # Relative tolerance for the symmetry and positive semi-definiteness checks on A.
 _MATRIX_TOLERANCE = 1e-10
@@ -209,9 +200,38 @@ def sample_iterates(
         yield theta.copy()
 
 
-def _losses(A: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """L(θ) = ½θᵀAθ for each row of ``theta``."""
+def losses(A: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """L(θ) = ½θᵀAθ for each row of ``theta`` (A already validated)."""
     return 0.5 * np.einsum("si,ij,sj->s", theta, A, theta)
+
+
+def sample_trajectories(
+    A,
+    *,
+    learning_rate: float,
+    steps: int,
+    seed: int,
+    theta0,
+    noise_kinds: Sequence[str] = NOISE_KINDS,
+    noise_scale: float = 1.0,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """One sampled run per noise kind, all from the same ξ sequence (``seed``), as in
+    figures 1–2 of paper 002: {kind: (θ_0 … θ_steps as a (steps + 1, d) array, Tr(CᵀAC))}."""
+    A = _validated_matrix(A)
+    learning_rate = _check_learning_rate(A, learning_rate)
+    steps = _check_positive_int("steps", steps)
+    theta0 = _check_theta0(theta0, A.shape[0])
+    noise_kinds = _check_noise_kinds(noise_kinds)
+    noise_scale = _check_noise_scale(noise_scale)
+    trajectories = {}
+    for kind in noise_kinds:
+        C = noise_matrix(A, kind, noise_scale)
+        iterates = sample_iterates(
+            A, C, learning_rate=learning_rate, steps=steps, theta0=theta0, num_seeds=1,
+            seed=seed,
+        )
+        trajectories[kind] = (np.concatenate(list(iterates)), trace_ct_a_c(A, C))
+    return trajectories
 
 
 def expected_loss_exact(A, C, *, learning_rate: float, steps: int, theta0) -> np.ndarray:
@@ -256,6 +276,36 @@ def stationary_expected_loss(A, C, *, learning_rate: float) -> float:
     )
 
 
+def _kind_result(
+    A: np.ndarray, C: np.ndarray, *, learning_rate: float, steps: int, theta0: np.ndarray,
+    num_seeds: int, seed: int,
+) -> dict:
+    """``run_quadratic_study``'s entry of one noise matrix C (its docstring lists the keys)."""
+    loss_paths = np.stack(
+        [
+            losses(A, theta)
+            for theta in sample_iterates(
+                A, C, learning_rate=learning_rate, steps=steps, theta0=theta0,
+                num_seeds=num_seeds, seed=seed,
+            )
+        ]
+    )
+    mean_loss = loss_paths.mean(axis=1)
+    standard_error = loss_paths.std(axis=1, ddof=1) / np.sqrt(num_seeds)
+    return {
+        "noise_matrix": C,
+        "mean_loss": mean_loss,
+        "standard_error": standard_error,
+        "final_expected_loss": float(mean_loss[-1]),
+        "final_standard_error": float(standard_error[-1]),
+        "trace_ct_a_c": trace_ct_a_c(A, C),
+        "exact_expected_loss": expected_loss_exact(
+            A, C, learning_rate=learning_rate, steps=steps, theta0=theta0
+        ),
+        "stationary_expected_loss": stationary_expected_loss(A, C, learning_rate=learning_rate),
+    }
+
+
 def run_quadratic_study(
     A,
     *,
@@ -291,39 +341,13 @@ def run_quadratic_study(
     noise_kinds = _check_noise_kinds(noise_kinds)
     noise_scale = _check_noise_scale(noise_scale)
 
-    kinds = {}
-    for kind in noise_kinds:
-        C = noise_matrix(A, kind, noise_scale)
-        losses = np.stack(
-            [
-                _losses(A, theta)
-                for theta in sample_iterates(
-                    A,
-                    C,
-                    learning_rate=learning_rate,
-                    steps=steps,
-                    theta0=theta0,
-                    num_seeds=num_seeds,
-                    seed=seed,
-                )
-            ]
+    kinds = {
+        kind: _kind_result(
+            A, noise_matrix(A, kind, noise_scale), learning_rate=learning_rate, steps=steps,
+            theta0=theta0, num_seeds=num_seeds, seed=seed,
         )
-        mean_loss = losses.mean(axis=1)
-        standard_error = losses.std(axis=1, ddof=1) / np.sqrt(num_seeds)
-        kinds[kind] = {
-            "noise_matrix": C,
-            "mean_loss": mean_loss,
-            "standard_error": standard_error,
-            "final_expected_loss": float(mean_loss[-1]),
-            "final_standard_error": float(standard_error[-1]),
-            "trace_ct_a_c": trace_ct_a_c(A, C),
-            "exact_expected_loss": expected_loss_exact(
-                A, C, learning_rate=learning_rate, steps=steps, theta0=theta0
-            ),
-            "stationary_expected_loss": stationary_expected_loss(
-                A, C, learning_rate=learning_rate
-            ),
-        }
+        for kind in noise_kinds
+    }
     return {
         "matrix": A,
         "learning_rate": learning_rate,
@@ -334,165 +358,3 @@ def run_quadratic_study(
         "noise_scale": noise_scale,
         "kinds": kinds,
     }
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _matrix_text(A: np.ndarray) -> str:
-    rows = ", ".join("[" + ", ".join(f"{value:.3g}" for value in row) + "]" for row in A)
-    return f"[{rows}]"
-
-
-def _save(figure: Figure, path) -> str:
-    path = os.fspath(path)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, format="png", dpi=120)
-    return path
-
-
-def trajectory_figure(
-    A,
-    *,
-    learning_rate: float = 0.1,
-    steps: int = 500,
-    seed: int = 0,
-    theta0,
-    noise_kinds: Sequence[str] = NOISE_KINDS,
-    noise_scale: float = 1.0,
-    plot_every: int = 10,
-) -> Figure:
-    """Figures 1–2 of paper 002: one sampled trajectory per noise kind over contours of L.
-
-    A must be 2×2. Every kind uses the same ξ sequence (``seed``). Each trajectory is one
-    labelled line (every ``plot_every``-th iterate); the start (blue) and end points of each
-    run (green) are scatter markers, so ``figure.axes[0].get_lines()`` holds exactly one line
-    per kind. Defaults follow figure 2 (α = 0.1, 500 iterations, plotted every 10).
-    """
-    A = _validated_matrix(A)
-    if A.shape != (2, 2):
-        raise ValueError(f"trajectory plots need a 2×2 matrix A, got shape {A.shape}.")
-    learning_rate = _check_learning_rate(A, learning_rate)
-    steps = _check_positive_int("steps", steps)
-    theta0 = _check_theta0(theta0, 2)
-    noise_kinds = _check_noise_kinds(noise_kinds)
-    plot_every = _check_positive_int("plot_every", plot_every)
-
-    trajectories = {}
-    for kind in noise_kinds:
-        C = noise_matrix(A, kind, noise_scale)
-        iterates = sample_iterates(
-            A, C, learning_rate=learning_rate, steps=steps, theta0=theta0, num_seeds=1,
-            seed=seed,
-        )
-        trajectories[kind] = (np.concatenate(list(iterates)), trace_ct_a_c(A, C))
-
-    points = np.concatenate([path for path, _ in trajectories.values()] + [np.zeros((1, 2))])
-    low, high = points.min(axis=0), points.max(axis=0)
-    margin = 0.1 * np.maximum(high - low, 1e-12)
-    grid_x, grid_y = np.meshgrid(
-        np.linspace(low[0] - margin[0], high[0] + margin[0], 200),
-        np.linspace(low[1] - margin[1], high[1] + margin[1], 200),
-    )
-    grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
-    grid_loss = _losses(A, grid).reshape(grid_x.shape)
-
-    figure = Figure(figsize=(7, 6))
-    axes = figure.add_subplot()
-    positive = grid_loss[grid_loss > 0]
-    if positive.size:
-        levels = np.geomspace(max(positive.min(), 1e-6 * positive.max()), positive.max(), 12)
-        axes.contour(grid_x, grid_y, grid_loss, levels=levels, colors="0.75", linewidths=0.8)
-    for kind, (path, trace) in trajectories.items():
-        shown = path[::plot_every]
-        if (steps % plot_every) != 0:
-            shown = np.concatenate([shown, path[-1:]])
-        axes.plot(
-            shown[:, 0], shown[:, 1], marker=".", markersize=3, linewidth=1.0,
-            label=f"{NOISE_LABELS[kind]}  (Tr(CᵀAC) = {trace:.3g})",
-        )
-        axes.scatter(path[-1, 0], path[-1, 1], color="green", s=30, zorder=3)
-    axes.scatter(theta0[0], theta0[1], color="blue", s=40, zorder=4)
-    axes.set_xlabel("θ₁")
-    axes.set_ylabel("θ₂")
-    axes.set_aspect("equal", adjustable="datalim")
-    axes.legend(loc="best", fontsize=8)
-    axes.set_title(
-        f"Noisy GD on ½θᵀAθ, A = {_matrix_text(A)}, α = {learning_rate:g}, "
-        f"{steps} steps, seed {seed}",
-        fontsize=9,
-    )
-    return figure
-
-
-def plot_trajectories(
-    A,
-    *,
-    path,
-    learning_rate: float = 0.1,
-    steps: int = 500,
-    seed: int = 0,
-    theta0,
-    noise_kinds: Sequence[str] = NOISE_KINDS,
-    noise_scale: float = 1.0,
-    plot_every: int = 10,
-) -> str:
-    """Writes ``trajectory_figure(...)`` as a PNG at ``path`` and returns the path."""
-    figure = trajectory_figure(
-        A, learning_rate=learning_rate, steps=steps, seed=seed, theta0=theta0,
-        noise_kinds=noise_kinds, noise_scale=noise_scale, plot_every=plot_every,
-    )
-    return _save(figure, path)
-
-
-def expected_loss_figure(study: dict) -> Figure:
-    """E[L(θ_k)] against k for each kind of a ``run_quadratic_study`` result.
-
-    One labelled Monte Carlo line per kind (legend gives Tr(CᵀAC)), with a ±2 SE band and
-    the exact expectation as a dashed line without a label (so the legend lists the kinds).
-    Log scale, cut at a tenth of the lowest noisy plateau E[L_∞].
-    """
-    figure = Figure(figsize=(7, 5))
-    axes = figure.add_subplot()
-    iterations = np.arange(study["steps"] + 1)
-    for kind, result in study["kinds"].items():
-        (line,) = axes.plot(
-            iterations, result["mean_loss"], linewidth=1.2,
-            label=f"{NOISE_LABELS[kind]}  (Tr(CᵀAC) = {result['trace_ct_a_c']:.3g})",
-        )
-        band = 2.0 * result["standard_error"]
-        axes.fill_between(
-            iterations, result["mean_loss"] - band, result["mean_loss"] + band,
-            color=line.get_color(), alpha=0.2, linewidth=0,
-        )
-        axes.plot(
-            iterations, result["exact_expected_loss"], linestyle="--", linewidth=0.8,
-            color=line.get_color(),
-        )
-    axes.set_yscale("log")
-    noise_floors = [
-        result["stationary_expected_loss"]
-        for result in study["kinds"].values()
-        if result["stationary_expected_loss"] > 0
-    ]
-    if noise_floors:
-        # Zero noise decays geometrically to 0; keep the noisy plateaus readable.
-        highest = max(float(np.max(result["mean_loss"])) for result in study["kinds"].values())
-        axes.set_ylim(0.1 * min(noise_floors), 2.0 * highest)
-    axes.set_xlabel("iteration k")
-    axes.set_ylabel("E[L(θ_k)]  (Monte Carlo; dashed: exact)")
-    axes.legend(loc="best", fontsize=8)
-    axes.set_title(
-        f"A = {_matrix_text(study['matrix'])}, α = {study['learning_rate']:g}, "
-        f"{study['num_seeds']} seeds",
-        fontsize=9,
-    )
-    return figure
-
-
-def plot_expected_loss(study: dict, path) -> str:
-    """Writes ``expected_loss_figure(study)`` as a PNG at ``path`` and returns the path."""
-    return _save(expected_loss_figure(study), path)
