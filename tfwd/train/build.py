@@ -52,6 +52,8 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
         kl_clip=config.kl_clip,
         gauss_newton_samples=config.gauss_newton_samples,
         seed=config.seed,
+        inverse=config.inverse,
+        low_rank=config.low_rank,
         **decay,
     )
 
