@@ -39,6 +39,7 @@ def run(config: BenchConfig) -> dict:
             "optimizers": list(config.optimizers), "cov_every": config.cov_every,
             "inv_every": config.inv_every, "damping": config.damping,
             "gauss_newton_samples": config.gauss_newton_samples,
+            "inverse": config.inverse, "low_rank": config.low_rank,
             "large_batch_size": config.large_batch_size, "small_batch_size": config.small_batch_size,
             "noise_rounds": config.noise_rounds,
             "noise_steps_per_round": config.noise_steps_per_round,

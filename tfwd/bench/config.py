@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfwd.curvature.inverse import check_inverse_method
+from tfwd.curvature.low_rank import check_low_rank_mode
+
 OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
 NOISE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
 
@@ -79,6 +82,8 @@ class BenchConfig:
     inv_every: int = 100
     damping: float = 1e-3
     gauss_newton_samples: int = 1
+    inverse: str = "cholesky"  # tfwd.curvature.inverse.INVERSE_METHODS
+    low_rank: str = "auto"  # tfwd.curvature.low_rank.LOW_RANK_MODES
     # Part 2: large-batch SGD with curvature noise vs plain large-batch SGD.
     noise: bool = True
     noise_models: tuple = ("mlp", "lenet")
@@ -117,6 +122,8 @@ class BenchConfig:
         for name in ("steps", "rounds"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_inverse_method(self.inverse)
+        check_low_rank_mode(self.low_rank)
         if not 1 <= self.small_batch_size <= self.large_batch_size:
             raise ValueError("Need 1 <= small_batch_size <= large_batch_size.")
         return self
