@@ -18,9 +18,13 @@ use P = g̃, i.e. SGD with momentum under the same decay rule. The factors are e
 moving averages (decay ``cov_decay``; the first updates average uniformly) of the statistics
 recomputed every ``cov_every`` steps and all-reduced (mean) across replicas on those steps
 only, so 2 replicas at global batch B see the factors of one replica at batch B and an
-ordinary step all-reduces exactly what an SGD step does (the gradients). The damped inverses
-are recomputed every ``inv_every`` steps. Factors, inverses and preconditioning are float32
-under mixed-precision policies (float64 with float64 variables).
+ordinary step all-reduces exactly what an SGD step does (the gradients); a non-finite factor
+stops the statistics step that makes or meets it, naming the layer. The damped inverses
+are recomputed every ``inv_every`` steps, by Cholesky (default) or eigh (``inverse``,
+``tfwd.curvature.inverse``). Dense blocks may compute P = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) from the
+gradient's per-example factors instead (``low_rank``, ``tfwd.curvature.low_rank``; exact).
+Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
+with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
 0.9, KL clip 1e-4 (G) / 1e-5 (F) without batch norm.
 
@@ -349,9 +353,11 @@ class KFAC(keras.optimizers.Optimizer):
             if block.name in names and records[block.name].example_gradients is not None}
 
     def _step_gradient_factors(self) -> dict:
+        """This step's factors, removed from the store: its tensors refer to their graph,
+        which a weak key would otherwise never release."""
         for graph in _graph_chain(tf.compat.v1.get_default_graph()):
             if graph in self._gradient_factors:
-                return self._gradient_factors[graph]
+                return self._gradient_factors.pop(graph)
         return {}
 
     def _precondition_block(self, block, gradients, variables, gradient_factors):
