@@ -67,6 +67,12 @@ def test_quick_run_kfac_entries_carry_floor_and_ratio(quick_results):
                  + parts["inverse_seconds"] / settings["inv_every"])
         assert entry["floor_seconds"] == pytest.approx(floor)
         assert entry["ratio_to_floor"] == pytest.approx(entry["step_seconds"] / floor)
+        sgd = next(e for e in quick_results["steps"] if e["optimizer"] == "sgd"
+                   and (e["model"], e["batch_size"]) == (entry["model"], entry["batch_size"]))
+        assert entry["ratio_to_sgd"] == pytest.approx(entry["step_seconds"] / sgd["step_seconds"])
+        assert entry["ratio_to_sgd_cpu"] == pytest.approx(
+            entry["step_cpu_seconds"] / sgd["step_cpu_seconds"])
+        assert isinstance(parts["low_rank_blocks"], list)
     methods = {e["step_time_method"].split(":")[0] for e in kfac}
     assert methods == {"periods", "in place"}  # quick: mlp by periods, lenet in place
 

@@ -44,6 +44,12 @@ def _build(kind, **kfac_options):
         optimizer = tfwd.optimizers.KFAC(0.05, gauss_newton_samples=None, cov_every=1,
                                          inv_every=2, weight_decay=1e-2, kl_clip=1e-2,
                                          **kfac_options)
+    elif kind == "kfac_low_rank":
+        # One replica preconditions through the gradient's per-example factors; two replicas
+        # (all-reduced gradients, per-replica factors) take the dense route: same updates.
+        optimizer = tfwd.optimizers.KFAC(0.05, gauss_newton_samples=None, cov_every=1,
+                                         inv_every=2, weight_decay=1e-2, kl_clip=1e-2,
+                                         low_rank="always")
     elif kind == "kfac_f":
         optimizer = tfwd.optimizers.KFAC(0.05, curvature="fisher", cov_every=1, inv_every=2,
                                          weight_decay=1e-2, decay_type="l2", **kfac_options)
@@ -82,7 +88,7 @@ def run_steps(strategy, kind, loop, **kfac_options):
     return [v.numpy() for v in model.trainable_weights]
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adam", "kfac", "kfac_f"])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "kfac", "kfac_f", "kfac_low_rank"])
 @pytest.mark.parametrize("loop", ["fit", "custom"])
 def test_two_replicas_match_one(kind, loop, two_replicas):
     single = run_steps(tf.distribute.get_strategy(), kind, loop="fit")
@@ -90,6 +96,19 @@ def test_two_replicas_match_one(kind, loop, two_replicas):
     moved = max(np.abs(a).max() for a in single)
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(b, a, atol=1e-5 * moved)
+
+
+def test_low_rank_preconditioning_runs_on_one_replica_only(two_replicas, monkeypatch):
+    from tfwd.curvature.kronecker import DenseBlock
+
+    traced = []
+    original = DenseBlock.precondition_low_rank
+    monkeypatch.setattr(DenseBlock, "precondition_low_rank",
+                        lambda self, *a: traced.append(self.name) or original(self, *a))
+    run_steps(two_replicas, "kfac_low_rank", loop="fit")
+    assert traced == []  # the factors are per replica, the gradient all-reduced: dense
+    run_steps(tf.distribute.get_strategy(), "kfac_low_rank", loop="fit")
+    assert set(traced) == {"dense_1", "top"}
 
 
 def test_replicas_really_split_the_batch():

@@ -62,6 +62,20 @@ def test_launcher_name_lists_agree_with_the_registries():
     assert config_lib.DIAGNOSTIC_NAMES == tfwd.diagnostics.DIAGNOSTICS
 
 
+def test_kfac_inverse_and_low_rank_flags_reach_the_optimizer():
+    from tfwd.curvature.inverse import INVERSE_METHODS
+    from tfwd.curvature.low_rank import LOW_RANK_MODES
+    from tfwd.train.build import make_optimizer
+
+    assert config_lib.KFAC_INVERSES == INVERSE_METHODS
+    assert config_lib.KFAC_LOW_RANK == LOW_RANK_MODES
+    config = TrainConfig(optimizer="kfac_g", inverse="eigh", low_rank="never").validate()
+    optimizer = make_optimizer(config, 0.1)
+    assert (optimizer.block_options.inverse, optimizer.low_rank) == ("eigh", "never")
+    with pytest.raises(ValueError, match="inverse='lu' is not one of"):
+        TrainConfig(inverse="lu").validate()
+
+
 _FLAG_CHECK = """
 import sys
 from absl import flags

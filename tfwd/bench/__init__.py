@@ -40,6 +40,7 @@ def run(config: BenchConfig) -> dict:
             "inv_every": config.inv_every, "damping": config.damping,
             "gauss_newton_samples": config.gauss_newton_samples,
             "sharded_replicas": config.sharded_replicas,
+            "inverse": config.inverse, "low_rank": config.low_rank,
             "large_batch_size": config.large_batch_size, "small_batch_size": config.small_batch_size,
             "noise_rounds": config.noise_rounds,
             "noise_steps_per_round": config.noise_steps_per_round,

@@ -20,6 +20,8 @@ from absl import app, flags  # noqa: E402
 
 import tfwd.bench  # noqa: E402
 from tfwd.bench import config as config_lib  # noqa: E402
+from tfwd.curvature.inverse import INVERSE_METHODS  # noqa: E402
+from tfwd.curvature.low_rank import LOW_RANK_MODES  # noqa: E402
 
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.BenchConfig()
@@ -35,11 +37,15 @@ flags.DEFINE_list("noise_kinds", None, f"Subset of {list(config_lib.NOISE_KINDS)
 flags.DEFINE_bool("quick", False, "Tiny shapes and steps: the whole pipeline in seconds.")
 flags.DEFINE_bool("json", False, "Print the results as one JSON object on the last line.")
 flags.DEFINE_integer("seed", 0, "Seed of models and random data.")
+flags.DEFINE_enum("inverse", _DEFAULTS.inverse, list(INVERSE_METHODS),
+                  "K-FAC's inverse method (tfwd.optimizers.KFAC inverse=).")
+flags.DEFINE_enum("low_rank", _DEFAULTS.low_rank, list(LOW_RANK_MODES),
+                  "K-FAC's low-rank Dense preconditioning (tfwd.optimizers.KFAC low_rank=).")
 
 
 def config_from_flags() -> config_lib.BenchConfig:
     values = {"noise": FLAGS.noise, "steps": FLAGS.steps, "rounds": FLAGS.rounds,
-              "seed": FLAGS.seed}
+              "seed": FLAGS.seed, "inverse": FLAGS.inverse, "low_rank": FLAGS.low_rank}
     for name in ("models", "optimizers", "noise_kinds"):
         if FLAGS[name].value is not None:
             values[name] = tuple(FLAGS[name].value)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfwd.curvature.inverse import check_inverse_method
+from tfwd.curvature.low_rank import check_low_rank_mode
+
 OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
 NOISE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
 
@@ -81,6 +84,8 @@ class BenchConfig:
     gauss_newton_samples: int = 1
     # Replicas among which the per-replica inverse FLOPs are reported (inverses shared out).
     sharded_replicas: int = 2
+    inverse: str = "cholesky"  # tfwd.curvature.inverse.INVERSE_METHODS
+    low_rank: str = "auto"  # tfwd.curvature.low_rank.LOW_RANK_MODES
     # Part 2: large-batch SGD with curvature noise vs plain large-batch SGD.
     noise: bool = True
     noise_models: tuple = ("mlp", "lenet")
@@ -121,6 +126,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.sharded_replicas < 1:
             raise ValueError(f"sharded_replicas must be >= 1, got {self.sharded_replicas}.")
+        check_inverse_method(self.inverse)
+        check_low_rank_mode(self.low_rank)
         if not 1 <= self.small_batch_size <= self.large_batch_size:
             raise ValueError("Need 1 <= small_batch_size <= large_batch_size.")
         return self

@@ -19,31 +19,39 @@ Floor. What K-FAC cannot avoid on top of an SGD step, each part timed in isolati
 
     floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every
 
-* t_precondition: every K-FAC block's ``precondition`` (A⁻¹ ∇W̃ G⁻¹ for the Kronecker
-  blocks, ``tfwd.curvature.block``).
+* t_precondition: every K-FAC block's preconditioning by the route the optimizer takes at
+  this batch size: A⁻¹ ∇W̃ G⁻¹ (``precondition``, ``tfwd.curvature.block``), or for Dense
+  blocks whose gradient rank B·T makes it cheaper (``low_rank``, ``tfwd.curvature.low_rank``)
+  (A⁻¹Ãᵀ)(ĜG⁻¹) from factors of the real shapes.
 * t_statistics: ``tfwd.curvature.statistics.block_factors`` in training mode minus the
   same captured forward pass alone — the extra backward pass and the statistics products.
 * t_inverse: every block's ``damped_inverses`` in one compiled call, on real statistics of
-  the benchmark batch (one replica). With it, the FLOPs (``inverse_cost``) each of
-  ``sharded_replicas`` replicas would compute with the inverses shared out across them
-  (``tfwd.optimizers.sharding``); ``tfwd.bench.inverse_sharding`` times that on 2 devices.
+  the benchmark batch (one replica), by the optimizer's inverse method (``inverse``: Cholesky
+  by default). With it, the FLOPs (``inverse_cost``) each of ``sharded_replicas`` replicas
+  would compute with the inverses shared out across them (``tfwd.optimizers.sharding``);
+  ``tfwd.bench.inverse_sharding`` times that on 2 devices.
 
 Everything entering one model and batch size's ratios (the four optimizers' steps, t_precondition,
 t_statistics) is timed in interleaved rounds (``tfwd.bench.timing``), so all see the same
 machine load. t_inverse depends on the layer shapes only and takes minutes for VGG11: it is
 timed once per model, on its own, after the first batch size.
-``ratio_to_floor`` = t_K-FAC / floor; ``ordinary_ratio`` = t_ordinary / (t_SGD + t_precondition)
+``ratio_to_floor`` = t_K-FAC / floor; ``ratio_to_sgd`` = t_K-FAC / t_SGD of the same model
+and batch size in the same interleaved rounds; ``ordinary_ratio`` = t_ordinary / (t_SGD + t_precondition)
 isolates the per-step overhead of the ordinary steps. Each also in CPU seconds (``*_cpu``,
 ``tfwd.bench.timing``), which other jobs on the machine disturb much less.
 """
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
 from tfwd.bench import steps
 from tfwd.bench.config import BenchConfig
 from tfwd.bench.timing import Sample, Series, interleave, measure, medians, progress, trace
+from tfwd.curvature.block import BlockOptions
 from tfwd.curvature.capture import LayerCapture
+from tfwd.curvature.low_rank import GradientFactors, prefers_low_rank
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_factors
 from tfwd.optimizers.sharding import sharded_inverse_flops
@@ -60,8 +68,12 @@ STEP_TIME_DEFINITION = (
 FLOOR_DEFINITION = (
     "floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every; t_SGD the "
     "SGD step above; the others compiled tf.functions timed in isolation (medians, warm-up "
-    "excluded): precondition (A^-1 grad G^-1) of all K-FAC blocks; block_factors in training mode "
-    "minus the same captured forward pass; damped_inverses of all blocks in one call."
+    "excluded): preconditioning of all K-FAC blocks by the route the optimizer takes at this "
+    "batch size (A^-1 grad G^-1, or (A^-1 A~^T)(G_b G^-1) for Dense blocks where the low_rank "
+    "cost model prefers it); block_factors in training mode minus the same captured forward "
+    "pass; damped_inverses of all blocks in one call by the optimizer's inverse method "
+    "(settings.inverse). ratio_to_sgd = K-FAC step / SGD step of the same model and batch, "
+    "same interleaved rounds."
 )
 
 
@@ -71,17 +83,37 @@ def _blocks(model) -> list:
 
 
 # ------------------------------------------------------------------ floor components
-def precondition_series(model, per_round: int) -> Series:
-    """Every block's preconditioning; random tensors of the real shapes as arguments (never
-    captured constants, which graph optimisation could fold away)."""
+def _gradient_factors(block, batch_size: int) -> GradientFactors:
+    """Random Ã, Ĝ of a Dense block at ``batch_size`` (B·T rows, T its input positions)."""
+    positions = math.prod(block.layer.input.shape[1:-1])
+    rows = batch_size * positions
+    return GradientFactors(tf.random.normal([rows, block.input_dim]),
+                           tf.random.normal([rows, block.output_dim]))
+
+
+def precondition_series(model, per_round: int, batch_size: int, low_rank: str) -> Series:
+    """Every block's preconditioning by the optimizer's route at ``batch_size``; random
+    tensors of the real shapes as arguments (never captured constants, which graph
+    optimisation could fold away)."""
     blocks = _blocks(model)
     gradients = [[tf.random.normal(v.shape) for v in b.variables] for b in blocks]
     inverses = [[tf.random.normal(spec.shape) if spec.initializer == "identity"
                  else tf.random.uniform(spec.shape) for spec in b.inverse_specs()] for b in blocks]
-    function = tf.function(lambda gs, inverses: [b.precondition(g, i) for b, g, i
-                                                 in zip(blocks, gs, inverses)])
-    trace(function, gradients, inverses)
-    return Series(lambda: function(gradients, inverses), per_round)
+    factors = {b.name: _gradient_factors(b, batch_size) for b in blocks
+               if hasattr(b, "gradient_factors")}
+    factors = {name: (f.inputs, f.output_gradients) for name, f in factors.items()
+               if prefers_low_rank(low_rank, f, has_l2_term=False)}
+
+    def precondition_all(gradients, inverses, factors):
+        return [b.precondition_low_rank(GradientFactors(*factors[b.name]), i)
+                if b.name in factors else b.precondition(g, i)
+                for b, g, i in zip(blocks, gradients, inverses)]
+
+    function = tf.function(precondition_all)
+    trace(function, gradients, inverses, factors)
+    series = Series(lambda: function(gradients, inverses, factors), per_round)
+    series.low_rank_blocks = sorted(factors)
+    return series
 
 
 def forward_series(model, x, per_round: int) -> Series:
@@ -112,7 +144,7 @@ def statistics_function(model, curvature: str, config: BenchConfig):
 def inverse_cost(model, factors: list, config: BenchConfig, repeats: int) -> dict:
     """t_inverse: every block's ``damped_inverses`` in one compiled call, as the inverse step
     runs them."""
-    blocks = _blocks(model)
+    blocks, _ = split_blocks(model, BlockOptions(inverse=config.inverse))
     function = tf.function(lambda factors: [b.damped_inverses(f, config.damping)
                                             for b, f in zip(blocks, factors)])
     trace(function, factors)
@@ -195,6 +227,7 @@ def floor_entry(entry: dict, ordinary: Sample, sgd: Series, precondition: Series
             "inverse_per_step_seconds": parts["inverse"] / config.inv_every,
             **{f"{name}_cpu_seconds": value for name, value in parts_cpu.items()},
             "precondition": precondition.to_json(),
+            "low_rank_blocks": precondition.low_rank_blocks,
             "forward_and_statistics": with_statistics.to_json(),
             "forward_only": forward.to_json(),
             "inverse": {k: v for k, v in inverse.items() if k not in ("wall", "cpu")},
@@ -229,7 +262,8 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                           steps.step_series(model, x, y, plan.steps_per_round))
         components, statistics = {}, {}
         if kfac_names:
-            components["precondition"] = precondition_series(probe, plan.component_per_round)
+            components["precondition"] = precondition_series(
+                probe, plan.component_per_round, batch_size, config.low_rank)
             components["forward"] = forward_series(probe, x, plan.component_per_round)
             for name in kfac_names:
                 function = statistics_function(probe, steps.CURVATURE[name], config)
@@ -258,6 +292,9 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                 entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]), runs["sgd"],
                                          components["precondition"], components[name],
                                          components["forward"], inverse, config))
+                sgd = medians(runs["sgd"].samples)
+                entry["ratio_to_sgd"] = entry["step_seconds"] / sgd.wall
+                entry["ratio_to_sgd_cpu"] = entry["step_cpu_seconds"] / sgd.cpu
             else:
                 entry = {"step_seconds": run.median, "step_cpu_seconds": run.cpu_median,
                          "step_time_method": "median of consecutive steps",
@@ -265,7 +302,8 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                          "cpu_share": run.cpu_share}
             entries.append({"model": model_name, "batch_size": batch_size, "optimizer": name, **entry})
             progress(f"  {name}: {entry['step_seconds']:.4f} s"
-                     + (f", ratio_to_floor {entry['ratio_to_floor']:.2f}" if "ratio_to_floor" in entry else ""))
+                     + (f", ratio_to_floor {entry['ratio_to_floor']:.2f}, ratio_to_sgd "
+                        f"{entry['ratio_to_sgd']:.2f}" if "ratio_to_floor" in entry else ""))
         del runs, components, statistics
     return entries
 

@@ -46,7 +46,7 @@ def format_tables(results: dict) -> str:
         "",
         "Step time (ms, wall). K-FAC: mean over whole periods (rare steps at their share); "
         "ordinary/statistics/inverse: medians of each kind of step; floor = SGD + t_precond + "
-        "t_stats/cov_every + t_inverse/inv_every; ratio = step/floor; ord.ratio = ordinary/"
+        "t_stats/cov_every + t_inverse/inv_every; ratio = step/floor; to SGD = step/SGD step; ord.ratio = ordinary/"
         "(SGD + t_precond); (cpu): the same in process CPU seconds; cpu share: of all cores.",
     ]
     rows = []
@@ -58,12 +58,14 @@ def format_tables(results: dict) -> str:
             _ms(e.get("inverse_step_seconds")), _ms(components.get("precondition_seconds")),
             _ms(components.get("statistics_seconds")), _ms(components.get("inverse_seconds")),
             _ms(e.get("floor_seconds")), _ratio(e.get("ratio_to_floor")),
-            _ratio(e.get("ratio_to_floor_cpu")), _ratio(e.get("ordinary_ratio")),
+            _ratio(e.get("ratio_to_floor_cpu")), _ratio(e.get("ratio_to_sgd")),
+            _ratio(e.get("ratio_to_sgd_cpu")), _ratio(e.get("ordinary_ratio")),
             _ratio(e.get("ordinary_ratio_cpu")), e["load_average"], e["cpu_share"],
         ])
     out.append(_table(
         ["model", "batch", "optimizer", "step", "ordinary", "statistics", "inverse",
-         "t_precond", "t_stats", "t_inverse", "floor", "ratio", "ratio(cpu)", "ord.ratio",
+         "t_precond", "t_stats", "t_inverse", "floor", "ratio", "ratio(cpu)", "to SGD",
+         "to SGD(cpu)", "ord.ratio",
          "ord.ratio(cpu)", "load", "cpu share"],
         rows))
     out += _sharded_inverse_table(results["steps"])

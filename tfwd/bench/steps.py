@@ -56,6 +56,8 @@ def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.opt
         kl_clip=None if plan.batch_norm else KL_CLIP[name],
         gauss_newton_samples=config.gauss_newton_samples,
         seed=config.seed,
+        inverse=config.inverse,
+        low_rank=config.low_rank,
     )
 
 

@@ -28,6 +28,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfwd.curvature.inverse import check_inverse_method
+
 
 class UnsupportedLayerError(ValueError):
     """Raised when a layer asked for curvature cannot be handled."""
@@ -63,10 +65,16 @@ class BlockOptions:
       applied at several positions per example (Dense/EinsumDense on [B, T, …], convolutions).
     scale_shift: "per_channel" (the full 2×2 curvature of (γ_c, β_c) per channel) or
       "diagonal", for BatchNormalization / LayerNormalization.
+    inverse: "cholesky" or "eigh", how the Kronecker blocks (Dense, EinsumDense, Conv1D/2D,
+      DepthwiseConv2D, Embedding's G) invert their π-damped factors
+      (``tfwd.curvature.inverse``). None of them needs eigenvalues, so "cholesky" is the
+      default; the scale-and-shift blocks invert their per-channel 2×2 (or diagonal) matrices
+      directly either way.
     """
 
     weight_sharing: str = "expand"
     scale_shift: str = "per_channel"
+    inverse: str = "cholesky"
 
     def __post_init__(self):
         if self.weight_sharing not in ("expand", "reduce"):
@@ -75,6 +83,7 @@ class BlockOptions:
         if self.scale_shift not in ("per_channel", "diagonal"):
             raise ValueError(
                 f"scale_shift must be 'per_channel' or 'diagonal', got {self.scale_shift!r}.")
+        check_inverse_method(self.inverse)
 
 
 def curvature_dtype(variable_dtype) -> tf.DType:

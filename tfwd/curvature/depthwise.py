@@ -19,22 +19,8 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
-from tfwd.curvature.inverse import pi_split
-from tfwd.curvature.kronecker import EIGH_INVERSE_FLOPS_PER_CUBE, check_float_kernel
-
-
-def batched_damped_inverses(A: tf.Tensor, G: tf.Tensor, damping):
-    """(A_c + π_c√λ I)⁻¹, (G_c + √λ/π_c I)⁻¹ for stacks [C, n, n] (``inverse.damped_inverses``)."""
-    pi = pi_split(A, G)  # [C]
-    root = tf.sqrt(tf.cast(damping, A.dtype))
-
-    def inverse(matrix, shift):
-        eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
-        eigenvalues = tf.maximum(eigenvalues, 0.0) + shift[:, tf.newaxis]
-        return tf.matmul(eigenvectors / eigenvalues[:, tf.newaxis, :], eigenvectors,
-                         transpose_b=True)
-
-    return inverse(A, pi * root), inverse(G, root / pi)
+from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops
+from tfwd.curvature.kronecker import check_float_kernel
 
 
 class DepthwiseConv2DBlock(CurvatureBlock):
@@ -111,11 +97,15 @@ class DepthwiseConv2DBlock(CurvatureBlock):
                 for spec in self.factor_specs()]
 
     def damped_inverses(self, factors, damping) -> list:
-        return list(batched_damped_inverses(factors[0], factors[1], damping))
+        # Stacks [C, n, n]: one π per channel.
+        return list(damped_inverses(factors[0], factors[1], damping, self.options.inverse,
+                                    self.name))
 
     def inverse_cost(self) -> int:
         _, channels, multiplier = self.shape
-        return EIGH_INVERSE_FLOPS_PER_CUBE * channels * (self.rows**3 + multiplier**3)
+        method = self.options.inverse
+        return (factor_inverse_flops(self.rows, method, channels)
+                + factor_inverse_flops(multiplier, method, channels))
 
     def _matrices(self, kernel, bias=None):
         """[C, rows, m]: W_c = [kernel[:, :, c, :]; bias_c] per channel."""

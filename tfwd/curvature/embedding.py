@@ -19,9 +19,8 @@ import keras
 import tensorflow as tf
 
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec
-from tfwd.curvature.inverse import inverse_via_eigh, pi_from_mean_eigenvalues
-from tfwd.curvature.kronecker import (EIGH_INVERSE_FLOPS_PER_CUBE, check_float_kernel,
-                                      kronecker_to_dense)
+from tfwd.curvature.inverse import damped_inverse, factor_inverse_flops, pi_from_mean_eigenvalues
+from tfwd.curvature.kronecker import check_float_kernel, kronecker_to_dense
 
 
 def deduplicated(slices: tf.IndexedSlices) -> tf.IndexedSlices:
@@ -80,10 +79,11 @@ class EmbeddingBlock(CurvatureBlock):
         pi = pi_from_mean_eigenvalues(tf.reduce_mean(A),
                                       tf.linalg.trace(G) / tf.cast(tf.shape(G)[0], G.dtype))
         root = tf.sqrt(tf.cast(damping, A.dtype))
-        return [1.0 / (A + pi * root), inverse_via_eigh(G, root / pi)]
+        return [1.0 / (A + pi * root),
+                damped_inverse(G, root / pi, self.options.inverse, self.name)]
 
     def inverse_cost(self) -> int:
-        return self.vocabulary + EIGH_INVERSE_FLOPS_PER_CUBE * self.output_dim**3
+        return self.vocabulary + factor_inverse_flops(self.output_dim, self.options.inverse)
 
     def precondition(self, gradients, inverses) -> list:
         gradient, (A_inverse, G_inverse) = gradients[0], inverses

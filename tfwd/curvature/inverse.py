@@ -6,8 +6,19 @@ Factored Tikhonov damping with the trace-norm π split (Martens & Grosse 2015, �
     A_λ = A + π·√λ·I,   G_λ = G + (√λ/π)·I,   so that A_λ ⊗ G_λ ≈ A ⊗ G + λ·I
 
 and the preconditioned gradient of a block is  A_λ⁻¹ · ∇W̃ · G_λ⁻¹  (docs/equations.md §4.5).
-Inverses come from an eigendecomposition (the factors are symmetric PSD; tiny negative
-eigenvalues from round-off are clipped to zero), recomputed only every ``inv_every`` steps.
+π needs traces only, never eigenvalues, so the inverse of each shifted factor M + s·I can be
+computed two ways (``INVERSE_METHODS``), recomputed only every ``inv_every`` steps:
+
+* ``"cholesky"`` (default): L Lᵀ = M + s·I, then (M + s·I)⁻¹ = L⁻ᵀ L⁻¹ by two triangular
+  solves (``tf.linalg.cholesky_solve`` against I): ≈ n³/3 + 2n³ FLOPs. Should the float32
+  factorization fail (round-off makes a badly conditioned M + s·I look indefinite: TF fills
+  L with NaN), it is redone in float64, in the graph, and the result cast back.
+* ``"eigh"``: M = V diag(μ) Vᵀ, (M + s·I)⁻¹ = V diag(1/(max(μ, 0) + s)) Vᵀ, tiny negative
+  eigenvalues from round-off clipped to zero: ≈ 9n³ + 2n³ FLOPs (Golub & Van Loan, Matrix
+  Computations, §8.3), and on a CPU slower still than that count suggests (BENCHMARKS.md,
+  issue 12: VGG11's 4608 × 4608 input factors).
+
+Both are the same matrix for a PSD factor, up to round-off.
 
 KL clipping (Ba et al. 2017, as the authors' code): with preconditioned gradients P and
 gradients ∇ over all parameters, the step is scaled by
@@ -32,18 +43,73 @@ def pi_split(A: tf.Tensor, G: tf.Tensor) -> tf.Tensor:
     return pi_from_mean_eigenvalues(mean_a, mean_g)
 
 
+INVERSE_METHODS = ("cholesky", "eigh")
+# FLOPs of one damped inverse of an n×n factor, per n³ (module docstring).
+INVERSE_FLOPS_PER_CUBE = {"cholesky": 7 / 3, "eigh": 11}
+
+
+def check_inverse_method(method: str) -> None:
+    if method not in INVERSE_METHODS:
+        raise ValueError(f"inverse must be one of {INVERSE_METHODS}, got {method!r}.")
+
+
+def factor_inverse_flops(size: int, method: str, count: int = 1) -> int:
+    """FLOPs of ``count`` damped inverses of size × size factors by ``method``."""
+    return int(count * INVERSE_FLOPS_PER_CUBE[method] * size**3)
+
+
+def _shifted(matrix: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """matrix + shift·I for a (stack of) square matrix and a (stack of) scalar shift."""
+    shift = tf.convert_to_tensor(shift, matrix.dtype)
+    return matrix + shift[..., tf.newaxis, tf.newaxis] * tf.eye(tf.shape(matrix)[-1],
+                                                                 dtype=matrix.dtype)
+
+
 def inverse_via_eigh(matrix: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
-    """(matrix + shift·I)⁻¹ for a symmetric PSD matrix, through its eigendecomposition."""
+    """(matrix + shift·I)⁻¹ for a (stack of) symmetric PSD matrix, by its eigendecomposition."""
     eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
-    eigenvalues = tf.maximum(eigenvalues, 0.0) + shift
-    return tf.matmul(eigenvectors / eigenvalues[tf.newaxis, :], eigenvectors, transpose_b=True)
+    shift = tf.convert_to_tensor(shift, matrix.dtype)
+    eigenvalues = tf.maximum(eigenvalues, 0.0) + shift[..., tf.newaxis]
+    return tf.matmul(eigenvectors / eigenvalues[..., tf.newaxis, :], eigenvectors,
+                     transpose_b=True)
 
 
-def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping) -> tuple[tf.Tensor, tf.Tensor]:
-    """(A_λ⁻¹, G_λ⁻¹) with factored Tikhonov damping λ split by π."""
+def _cholesky_inverse(matrix: tf.Tensor) -> tf.Tensor:
+    identity = tf.broadcast_to(tf.eye(tf.shape(matrix)[-1], dtype=matrix.dtype), tf.shape(matrix))
+    return tf.linalg.cholesky_solve(tf.linalg.cholesky(matrix), identity)
+
+
+def inverse_via_cholesky(matrix: tf.Tensor, shift: tf.Tensor, name: str = "") -> tf.Tensor:
+    """(matrix + shift·I)⁻¹ through a Cholesky factorization; a float32 factorization that
+    fails (non-finite result) is redone in float64 in the graph. Raises (InvalidArgumentError,
+    naming ``name``) if even that fails."""
+    shifted = _shifted(matrix, shift)
+    inverse = _cholesky_inverse(shifted)
+    if matrix.dtype != tf.float64:
+        inverse = tf.cond(
+            tf.reduce_all(tf.math.is_finite(inverse)),
+            lambda: inverse,
+            lambda: tf.cast(_cholesky_inverse(tf.cast(shifted, tf.float64)), matrix.dtype))
+    return tf.debugging.check_numerics(
+        inverse, f"The damped K-FAC factor of layer {name!r} is not positive definite even in "
+        "float64 (its Cholesky factorization failed): raise damping, or use inverse='eigh'")
+
+
+def damped_inverse(matrix: tf.Tensor, shift: tf.Tensor, method: str, name: str = "") -> tf.Tensor:
+    """(matrix + shift·I)⁻¹ by ``method`` (``INVERSE_METHODS``); ``name`` labels errors."""
+    if method == "eigh":
+        return inverse_via_eigh(matrix, shift)
+    return inverse_via_cholesky(matrix, shift, name)
+
+
+def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping, method: str = "cholesky",
+                    name: str = "") -> tuple[tf.Tensor, tf.Tensor]:
+    """(A_λ⁻¹, G_λ⁻¹) with factored Tikhonov damping λ split by π, for factors or stacks of
+    factors ([..., n, n], one π per stack entry)."""
     pi = pi_split(A, G)
     root = tf.sqrt(tf.convert_to_tensor(damping, A.dtype))
-    return inverse_via_eigh(A, pi * root), inverse_via_eigh(G, root / pi)
+    return (damped_inverse(A, pi * root, method, name),
+            damped_inverse(G, root / pi, method, name))
 
 
 def precondition(gradient_matrix: tf.Tensor, A_inverse: tf.Tensor, G_inverse: tf.Tensor):

@@ -23,7 +23,8 @@ E_b[vec(Σ_t ã_bt g_btᵀ) vec(…)ᵀ], and K-FAC approximates it by a Kroneck
 
 Both are K-FAC's A = E[ããᵀ], G = E[ggᵀ] when T = 1 (Martens & Grosse 2015, §3), exact for a
 batch of one example. Damped inverses: factored Tikhonov damping with the π split
-(``tfwd.curvature.inverse``); the preconditioned gradient is A_λ⁻¹ ∇W̃ G_λ⁻¹.
+(``tfwd.curvature.inverse``, by Cholesky or eigh); the preconditioned gradient is
+A_λ⁻¹ ∇W̃ G_λ⁻¹.
 """
 from __future__ import annotations
 
@@ -35,11 +36,8 @@ import tensorflow as tf
 
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 from tfwd.curvature.blocks import KroneckerBlock
-from tfwd.curvature.inverse import damped_inverses, precondition
-
-# FLOPs of one damped inverse of an n×n factor: a symmetric eigendecomposition with
-# eigenvectors (≈ 9n³, Golub & Van Loan, Matrix Computations, §8.3) and V·diag·Vᵀ (2n³).
-EIGH_INVERSE_FLOPS_PER_CUBE = 11
+from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops, precondition
+from tfwd.curvature.low_rank import GradientFactors, precondition_factored
 
 
 def check_float_kernel(layer) -> None:
@@ -137,10 +135,13 @@ class KroneckerFactoredBlock(CurvatureBlock):
                 StateSpec("G_inverse", (self.output_dim, self.output_dim), "identity")]
 
     def damped_inverses(self, factors, damping) -> list[tf.Tensor]:
-        return list(damped_inverses(factors[0], factors[1], damping))
+        return list(damped_inverses(factors[0], factors[1], damping, self.options.inverse,
+                                    self.name))
 
     def inverse_cost(self) -> int:
-        return EIGH_INVERSE_FLOPS_PER_CUBE * (self.input_dim**3 + self.output_dim**3)
+        method = self.options.inverse
+        return (factor_inverse_flops(self.input_dim, method)
+                + factor_inverse_flops(self.output_dim, method))
 
     def to_matrix(self, kernel_value, bias_value=None) -> tf.Tensor:
         """W̃ (or its gradient) as the [input_dim, output_dim] matrix [W; b]."""
@@ -151,7 +152,10 @@ class KroneckerFactoredBlock(CurvatureBlock):
 
     def precondition(self, gradients, inverses) -> list:
         matrix = self.to_matrix(*gradients)
-        direction = precondition(matrix, inverses[0], inverses[1])
+        return self._variables_from_matrix(precondition(matrix, inverses[0], inverses[1]))
+
+    def _variables_from_matrix(self, direction: tf.Tensor) -> list:
+        """[kernel, bias] shaped values of a [d_in, d_out] matrix in ``to_matrix`` layout."""
         if self.bias is None:
             return [self.kernel_from_matrix(direction)]
         return [self.kernel_from_matrix(direction[:-1]),
@@ -165,7 +169,30 @@ class KroneckerFactoredBlock(CurvatureBlock):
 
 
 class DenseBlock(KroneckerFactoredBlock):
-    """``keras.layers.Dense`` on inputs [B, …, d_in]: the extra axes are the T positions."""
+    """``keras.layers.Dense`` on inputs [B, …, d_in]: the extra axes are the T positions.
+
+    Its gradient has rank ≤ B·T, so it can also be preconditioned through its per-example
+    factors (``tfwd.curvature.low_rank``): ``gradient_factors`` and ``precondition_low_rank``.
+    """
+
+    def gradient_factors(self, record: Record) -> GradientFactors:
+        """Ã [N, d_in] and Ĝ = g/B [N, d_out] with ∇W̃ = ÃᵀĜ of the mean loss, from the
+        record's inputs and per-example pre-activation gradients (N = B·T rows)."""
+        rows = self.input_rows(self.cast(record.inputs))
+        if self.bias is not None:
+            rows = tf.concat([rows, tf.ones_like(rows[..., :1])], axis=-1)
+        gradients = self.output_rows(self.cast(record.example_gradients))
+        batch = tf.cast(tf.shape(gradients)[0], gradients.dtype)
+        return GradientFactors(tf.reshape(rows, [-1, self.input_dim]),
+                               tf.reshape(gradients, [-1, self.output_dim]) / batch)
+
+    def precondition_low_rank(self, factors: GradientFactors, inverses, l2_terms=None) -> list:
+        """A_λ⁻¹(ÃᵀĜ + γW̃)G_λ⁻¹ with the γW̃ part (``l2_terms``: [γ·kernel, γ·bias] or None)
+        preconditioned densely."""
+        direction = precondition_factored(factors, inverses[0], inverses[1])
+        if l2_terms is not None:
+            direction += precondition(self.to_matrix(*l2_terms), inverses[0], inverses[1])
+        return self._variables_from_matrix(direction)
 
     @classmethod
     def check(cls, layer) -> None:

@@ -60,6 +60,8 @@ def captured_forward_backward(model, optimizer, blocks, x, y, sample_weight=None
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         for block, g in zip(wanted, all_gradients[len(model.trainable_weights):]):
+            # In float32 under mixed policies: g/c of a float16 g would underflow first.
+            g = tf.cast(g, tf.float64 if g.dtype == tf.float64 else tf.float32)
             scale = (tf.cast(tf.shape(y_pred)[0] * replicas, g.dtype)
                      / tf.cast(optimizer.scale_loss(1.0), g.dtype))
             capture.records[block.name].example_gradients = g * scale

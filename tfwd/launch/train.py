@@ -74,6 +74,11 @@ flags.DEFINE_integer("gauss_newton_samples", _DEFAULTS.gauss_newton_samples,
                      "KFAC-G Rademacher vectors per statistics step (0: exact).")
 flags.DEFINE_integer("kfac_init_batches", _DEFAULTS.kfac_init_batches,
                      "Batches used to initialise K-FAC factors.")
+flags.DEFINE_enum("inverse", _DEFAULTS.inverse, config_lib.KFAC_INVERSES,
+                  "How K-FAC inverts its damped factors: cholesky (fast) or eigh.")
+flags.DEFINE_enum("low_rank", _DEFAULTS.low_rank, config_lib.KFAC_LOW_RANK,
+                  "K-FAC Dense layers: precondition the gradient through its per-example "
+                  "factors when cheaper (auto), never or always.")
 flags.DEFINE_enum("noise", _DEFAULTS.noise, config_lib.NOISE_KINDS, "Curvature noise kind.")
 flags.DEFINE_integer("small_batch_size", _DEFAULTS.small_batch_size,
                      "Small batch M_S the noise imitates (and of the batch-change phase).")

@@ -138,11 +138,16 @@ class WeightDecay:
                 "or give decay_group a predicate."
             )
 
+    def l2_term(self, variable):
+        """γθ for L2 decay on the group, else None."""
+        if self.l2 and self.applies_to(variable):
+            return self.weight_decay * variable
+        return None
+
     def l2_gradient(self, gradient, variable):
         """∇L + γθ for L2 decay on the group; the gradient unchanged otherwise."""
-        if self.l2 and self.applies_to(variable):
-            return gradient + self.weight_decay * variable
-        return gradient
+        term = self.l2_term(variable)
+        return gradient if term is None else gradient + term
 
     def get_config(self) -> dict:
         if callable(self.decay_group):

@@ -18,9 +18,13 @@ use P = g̃, i.e. SGD with momentum under the same decay rule. The factors are e
 moving averages (decay ``cov_decay``; the first updates average uniformly) of the statistics
 recomputed every ``cov_every`` steps and all-reduced (mean) across replicas on those steps
 only, so 2 replicas at global batch B see the factors of one replica at batch B and an
-ordinary step all-reduces exactly what an SGD step does (the gradients). The damped inverses
-are recomputed every ``inv_every`` steps; with R > 1 replicas each replica computes those of
-its share of the blocks and an all-reduce shares them (``tfwd.optimizers.sharding``).
+ordinary step all-reduces exactly what an SGD step does (the gradients); a non-finite factor
+stops the statistics step that makes or meets it, naming the layer. The damped inverses
+are recomputed every ``inv_every`` steps, by Cholesky (default) or eigh (``inverse``,
+``tfwd.curvature.inverse``); with R > 1 replicas each replica computes those of its share of
+the blocks and an all-reduce shares them (``tfwd.optimizers.sharding``). Dense blocks may
+compute P = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) from the gradient's per-example factors instead (``low_rank``,
+``tfwd.curvature.low_rank``; exact).
 Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
 with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
@@ -52,6 +56,7 @@ from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.embedding import deduplicated
 from tfwd.curvature.inverse import kl_clip_scale
+from tfwd.curvature.low_rank import check_low_rank_mode, prefers_low_rank
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_statistics, check_curvature
@@ -70,6 +75,12 @@ def _graph_chain(graph):
     while graph is not None:
         yield graph
         graph = getattr(graph, "outer_graph", None)
+
+
+def _nonfinite_factors_message(layer_name: str) -> str:
+    # tfwd.train.divergence recognises this text and records the run as diverged.
+    return (f"K-FAC factors of layer {layer_name!r} are not finite: training diverged. Lower "
+            "the learning rate, raise damping or set kl_clip")
 
 
 def _scaled(scale, direction):
@@ -109,6 +120,13 @@ class KFAC(keras.optimizers.Optimizer):
       adaptive_damping: None (fixed λ), True (the Levenberg–Marquardt rule of
         ``tfwd.optimizers.damping`` with its defaults) or its options
         (``DampingAdaptation`` or its config dict); ``damping`` is then the initial λ.
+      inverse: ``"cholesky"`` (default) or ``"eigh"``, how the Kronecker blocks invert their
+        damped factors (``tfwd.curvature.inverse``; same inverse up to round-off).
+      low_rank: ``"auto"`` (default), ``"always"`` or ``"never"``: precondition Dense layers'
+        gradients through their per-example factors (``tfwd.curvature.low_rank``) when it is
+        cheaper / always / never. Used on one replica, without gradient clipping or
+        accumulation, when ``tfwd.train.TrainStep`` has no consumers that change the
+        gradients (the noise); the dense route otherwise (same direction up to round-off).
       layers, state: names of the covered layers and the shapes of their state; filled in by
         ``attach`` and saved in the config (a reloaded optimizer rebuilds its state from them).
     """
@@ -133,6 +151,8 @@ class KFAC(keras.optimizers.Optimizer):
         scale_shift: str = "per_channel",
         shard_inverses: bool = True,
         adaptive_damping: DampingAdaptation | dict | bool | None = None,
+        inverse: str = "cholesky",
+        low_rank: str = "auto",
         layers: list[str] | None = None,
         state: list[dict] | None = None,
         name: str = "kfac",
@@ -159,10 +179,12 @@ class KFAC(keras.optimizers.Optimizer):
             raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
         if gauss_newton_samples is not None and gauss_newton_samples < 1:
             raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
-        self.block_options = BlockOptions(weight_sharing, scale_shift)
         self.damping_adaptation = DampingAdaptation.from_value(adaptive_damping)
         if self.damping_adaptation is not None:
             self.damping_adaptation.check_initial(damping)
+        self.block_options = BlockOptions(weight_sharing, scale_shift, inverse)
+        check_low_rank_mode(low_rank)
+        self.low_rank = low_rank
         self.curvature = curvature
         self.damping = float(damping)
         self.momentum = float(momentum)
@@ -178,6 +200,8 @@ class KFAC(keras.optimizers.Optimizer):
         self.curvature_blocks = []  # known after attach()
         # FuncGraphs in which update_curvature ran: apply() checks that it was fed.
         self._fed_graphs = weakref.WeakSet()
+        # FuncGraph -> {layer: GradientFactors} of that step (record_gradient_factors).
+        self._gradient_factors = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ set-up
     def attach(self, model: keras.Model) -> "KFAC":
@@ -331,6 +355,54 @@ class KFAC(keras.optimizers.Optimizer):
         return tf.__internal__.distribute.interim.maybe_merge_call(
             self._merge_curvature, self._distribution_strategy, statistics, average=False)
 
+    # ------------------------------------------------------- low-rank gradients
+    def low_rank_layers(self) -> list[str]:
+        """Names of the layers whose gradients this step may precondition through their
+        per-example factors (call in replica context, where the replica count is known)."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        # The factors describe this replica's gradient before any all-reduce, clipping or
+        # accumulation changes it.
+        if (self.low_rank == "never" or replicas > 1 or self.gradient_accumulation_steps
+                or any(v is not None for v in (self.clipnorm, self.clipvalue,
+                                               self.global_clipnorm))):
+            return []
+        return [b.name for b in self.curvature_blocks if hasattr(b, "gradient_factors")]
+
+    def record_gradient_factors(self, records) -> None:
+        """Keep this step's gradient factors of ``low_rank_layers`` (from ``records`` with
+        per-example gradients) for ``apply``. The training step calls it only when the
+        gradients it hands to ``apply`` are those of its loss, unchanged."""
+        names = set(self.low_rank_layers())
+        self._gradient_factors[tf.compat.v1.get_default_graph()] = {
+            block.name: block.gradient_factors(records[block.name])
+            for block in self.curvature_blocks
+            if block.name in names and records[block.name].example_gradients is not None}
+
+    def _step_gradient_factors(self) -> dict:
+        """This step's factors, removed from the store: its tensors refer to their graph,
+        which a weak key would otherwise never release."""
+        for graph in _graph_chain(tf.compat.v1.get_default_graph()):
+            if graph in self._gradient_factors:
+                return self._gradient_factors.pop(graph)
+        return {}
+
+    def _precondition_block(self, block, gradients, variables, gradient_factors):
+        """P of one block: dense, or through its gradient factors (``low_rank``)."""
+        dense = lambda: block.precondition(gradients, block.inverses)  # noqa: E731
+        factors = gradient_factors.get(block.name)
+        if factors is None:
+            return dense()
+        l2_terms = [self.decay.l2_term(v) for v in variables]
+        has_l2 = any(term is not None for term in l2_terms)
+        l2_terms = ([tf.zeros_like(v) if t is None else t for t, v in zip(l2_terms, variables)]
+                    if has_l2 else None)
+        low_rank = lambda: block.precondition_low_rank(factors, block.inverses, l2_terms)  # noqa: E731
+        choice = prefers_low_rank(self.low_rank, factors, has_l2)
+        if isinstance(choice, bool):
+            return low_rank() if choice else dense()
+        return tf.cond(choice, low_rank, dense)
+
     def _flat_factors(self) -> list:
         return [f for factors in self.block_factors for f in factors]
 
@@ -341,17 +413,23 @@ class KFAC(keras.optimizers.Optimizer):
 
         def update_factors():
             mean_stats = self._mean_over_replicas(strategy, flat_stats)  # statistics steps only
-            for factor, value in zip(self._flat_factors(), mean_stats):
+            owners = [block.name for block, factors in zip(self.curvature_blocks,
+                                                           self.block_factors) for _ in factors]
+            for factor, value, owner in zip(self._flat_factors(), mean_stats, owners):
                 count = tf.cast(self.statistics_updates, factor.dtype)
                 weight = count / (count + 1.0)
                 if not average:
                     weight = tf.minimum(weight, tf.cast(self.cov_decay, factor.dtype))
-                strategy.extended.update(
-                    factor.value,
-                    lambda var, new, weight=weight: var.assign(weight * var + (1.0 - weight) * new),
-                    args=(value,),
-                    group=False,
-                )
+
+                def moving_average(var, new, weight=weight, owner=owner):
+                    # A non-finite factor stops the statistics step that makes or meets it,
+                    # not the next inverse step up to inv_every steps later; the check runs
+                    # on the device (no host read).
+                    average = weight * var + (1.0 - weight) * new
+                    return var.assign(tf.debugging.check_numerics(
+                        average, _nonfinite_factors_message(owner)))
+
+                strategy.extended.update(factor.value, moving_average, args=(value,), group=False)
             strategy.extended.update(
                 self.statistics_updates.value, lambda var: var.assign_add(1), group=False
             )
@@ -368,8 +446,7 @@ class KFAC(keras.optimizers.Optimizer):
         return updated
 
     def _checked_factors(self, block, factor_values) -> list:
-        message = (f"K-FAC factors of layer {block.name!r} are not finite: training "
-                   "diverged. Lower the learning rate, raise damping or set kl_clip")
+        message = _nonfinite_factors_message(block.name)
         return [tf.debugging.check_numerics(f, message) for f in factor_values]
 
     def _damped_inverses(self, block, factor_values, damping=None) -> list:
@@ -506,9 +583,12 @@ class KFAC(keras.optimizers.Optimizer):
         gradients = [deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
         directions = list(gradients)
+        gradient_factors = self._step_gradient_factors()
         for block in self.curvature_blocks:
             positions = [index[self._var_key(v)] for v in block.variables]
-            preconditioned = block.precondition([gradients[i] for i in positions], block.inverses)
+            preconditioned = self._precondition_block(
+                block, [gradients[i] for i in positions], [variables[i] for i in positions],
+                gradient_factors)
             for i, direction in zip(positions, preconditioned):
                 directions[i] = direction
         if self.kl_clip is not None:
@@ -548,6 +628,8 @@ class KFAC(keras.optimizers.Optimizer):
             "shard_inverses": self.shard_inverses,
             "adaptive_damping": (None if self.damping_adaptation is None
                                  else self.damping_adaptation.get_config()),
+            "inverse": self.block_options.inverse,
+            "low_rank": self.low_rank,
             "layers": self.layer_names,
             "state": self.state_config,
         })

@@ -56,6 +56,8 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
         adaptive_damping=DampingAdaptation(
             config.damping_interval, config.damping_decay, config.min_damping,
             config.max_damping) if config.adaptive_damping else None,
+        inverse=config.inverse,
+        low_rank=config.low_rank,
         **decay,
     )
 

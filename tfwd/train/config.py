@@ -17,6 +17,10 @@ DTYPE_POLICIES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")  # tf
 TRAIN_SPLITS = ("train", "train_full")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
+# K-FAC's choices, spelled as in tfwd.curvature.inverse.INVERSE_METHODS and
+# tfwd.curvature.low_rank.LOW_RANK_MODES (tests check they agree).
+KFAC_INVERSES = ("cholesky", "eigh")
+KFAC_LOW_RANK = ("auto", "never", "always")
 # The names of tfwd.models.available() and tfwd.diagnostics.DIAGNOSTICS, spelled here too so
 # that launchers validate flags without importing TensorFlow (tests check they agree).
 MODELS = ("alexnet", "lenet", "mlp", "resnet32", "resnet44", "transformer", "vgg11", "vgg13", "vgg16",
@@ -73,6 +77,8 @@ class TrainConfig:
     damping_decay: float = 0.95
     min_damping: float = 1e-8
     max_damping: float = 1e2
+    inverse: str = "cholesky"  # how K-FAC inverts its damped factors
+    low_rank: str = "auto"  # Dense blocks: precondition through the gradient's factors
     # Large-batch regimes (paper 002).
     noise: str = "none"
     small_batch_size: int = 128
@@ -142,6 +148,8 @@ class TrainConfig:
         choice("decay_group", ("all", "top", "rest"))
         choice("lr_scaling", ("none", "linear", "sqrt"))
         choice("noise", NOISE_KINDS)
+        choice("inverse", KFAC_INVERSES)
+        choice("low_rank", KFAC_LOW_RANK)
         for name in ("learning_rate", "epochs", "batch_size", "base_batch_size", "damping",
                      "cov_every", "inv_every", "small_batch_size", "num_replicas",
                      "diagnostics_every_epochs", "diagnostics_sample_size"):

@@ -75,13 +75,20 @@ class TrainStep:
         check_sample_weight([type(user).__name__ for user in users], sample_weight)
         check_consumer_losses(model, users)
         persistent = curvature is not None or any(c.needs_persistent_tape for c in self.consumers)
+        # K-FAC may precondition Dense gradients through their per-example factors only when
+        # the gradients reach apply() as the loss gave them: no consumer changes them.
+        low_rank = curvature.low_rank_layers() if curvature is not None and not self.consumers \
+            else []
         captured = captured_forward_backward(
             model, optimizer, self._blocks(), x, y, sample_weight, persistent=persistent,
-            example_gradient_layers=[l.name for c in self.consumers for l in c.curvature_layers])
+            example_gradient_layers=low_rank + [l.name for c in self.consumers
+                                                for l in c.curvature_layers])
         updates = []
         if curvature is not None:
             updates.append(curvature.update_curvature(captured.tape, captured.records,
                                                       captured.y_pred, y))
+            if low_rank:
+                curvature.record_gradient_factors(captured.records)
         gradients = captured.gradients
         for consumer in self.consumers:
             gradients = consumer.observe(captured.tape, captured.records, captured.y_pred, y,
