@@ -154,8 +154,8 @@ def recording_inverted_layers():
     computed = set()
     original = tfwd.optimizers.KFAC._damped_inverses
 
-    def recording(optimizer, block, factor_values):
-        inverses = original(optimizer, block, factor_values)
+    def recording(optimizer, block, factor_values, *damping):
+        inverses = original(optimizer, block, factor_values, *damping)
         computed.add((block.name, tf.DeviceSpec.from_string(inverses[0].device).to_string()))
         return inverses
 
