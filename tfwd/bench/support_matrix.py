@@ -78,11 +78,10 @@ def _build(model_name: str):
 def _train(model, strategy, dataset, loop: str) -> list[float]:
     """The loss of each of the STEPS steps."""
     if loop == "fit":
-        history = keras.callbacks.History()
         losses = []
         per_batch = keras.callbacks.LambdaCallback(
             on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
-        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[history, per_batch])
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[per_batch])
         # fit's "loss" is the running mean of the epoch: undo it to get each step's loss.
         return [losses[0]] + [(i + 1) * losses[i] - i * losses[i - 1]
                               for i in range(1, len(losses))]
