@@ -2,7 +2,8 @@
 
 Per epoch: train (Keras ``fit`` with progress bar and TensorBoard, or the custom
 ``strategy.run`` loop that multi-worker runs need), evaluate validation and test, write
-``results.json`` (config, per-epoch losses/accuracies/learning rate/wall time, diagnostics) and
+``results.json`` (config, per-epoch losses/accuracies/learning rate/wall time, and the history
+of every ``tfwd.train.RecordedCallback``: the diagnostics) and
 a checkpoint of model + optimizer (+ the history, ``tfwd.train.resume``). A rerun with the same
 workdir and config resumes after the last finished epoch (``tfwd.train.workdir`` refuses
 another config); data order and all sampling are derived from (seed, epoch, step), so a
@@ -26,6 +27,7 @@ from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
 from tfwd.train.precision import dtype_policy
+from tfwd.train.recorded import recorded_callbacks, recorded_histories
 from tfwd.train.step import TrainStep
 from tfwd.train.strategy import is_chief, make_strategy
 from tfwd.train.workdir import RESULTS_FILE, prepare_workdir
@@ -111,11 +113,6 @@ def _noise_consumer(config, model, steps_per_epoch):
     )
 
 
-def _diagnostics(callbacks) -> list:
-    """Callbacks that report a diagnostic (``diagnostic_name`` + ``history``, tfwd.diagnostics)."""
-    return [cb for cb in callbacks if hasattr(cb, "diagnostic_name") and hasattr(cb, "history")]
-
-
 def _steps_done(optimizer) -> int:
     # int() of a Keras variable fails when it holds a MirroredVariable (multi-device runs).
     return int(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(optimizer.iterations)))
@@ -153,11 +150,12 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     previous Keras policy and floatx are restored afterwards.
 
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
-    epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
-    callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
+    epoch hooks are called). The histories of those that are ``tfwd.train.RecordedCallback``
+    (the callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
     ``tfwd.diagnostics.train_with_diagnostics``) are written to results.json under
-    ``diagnostics.<name>``. Returns the same dict that is written to results.json; its
-    ``status`` is "finished" or "diverged" (then ``divergence`` says where and what to try).
+    ``diagnostics.<name>`` and restored on resume. Returns the same dict that is written to
+    results.json; its ``status`` is "finished" or "diverged" (then ``divergence`` says where
+    and what to try).
     ``overwrite`` deletes a previous run in ``workdir``; without it a run with another config
     there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
@@ -214,11 +212,9 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
     if resume.restore_newest_readable(checkpoint, manager):
         previous = resume.restored_history(history_store, results_path, int(epochs_done))
         results["epochs"] = previous["epochs"]
-        for callback in _diagnostics(extra_callbacks):
-            # JSON turned the epoch keys into strings.
-            earlier = previous["diagnostics"].get(callback.diagnostic_name, {})
-            callback.history.update(
-                {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
+        for callback in recorded_callbacks(extra_callbacks):
+            callback.restore_history(
+                previous["diagnostics"].get(callback.diagnostic_name, {}), int(epochs_done))
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
     elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
@@ -287,7 +283,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
                     tf.summary.scalar(key, value)
         results["epochs"].append(record)
         epochs_done.assign(epoch + 1)
-        results["diagnostics"] = {cb.diagnostic_name: cb.history for cb in _diagnostics(extra_callbacks)}
+        results["diagnostics"] = recorded_histories(extra_callbacks)
         resume.store_history(history_store, results)
         manager.save(checkpoint_number=epoch + 1)
         results["timing"] = _timing(started, step_timer)
