@@ -98,6 +98,27 @@ def retrain(base: TrainConfig, point: dict, workdir: str) -> dict:
     return results
 
 
+def _report(base: TrainConfig, grid: Grid, entries: list, best: dict | None,
+            results: dict | None) -> dict:
+    """The ``search.json`` dict: objective, grid, trials, best point and its retraining."""
+    return {
+        "objective": {"name": OBJECTIVE.name, "direction": OBJECTIVE.direction,
+                      "definition": "final-epoch accuracy on the held-out validation split"},
+        "grid": {field: list(values) for field, values in grid.items()},
+        "learning_rate_scaling": {
+            "rule": base.lr_scaling, "batch_size": base.batch_size,
+            "base_batch_size": base.base_batch_size,
+            "effective_learning_rates": list(effective_learning_rates(grid, base)),
+        },
+        "base_config": base.to_dict(),
+        "trials": entries,
+        "best": best,
+        "retraining": None if results is None else {
+            "workdir": RETRAIN_DIR, "config": results["config"], "status": results["status"]},
+        "test_accuracy": None if results is None else results["final"]["test_accuracy"],
+    }
+
+
 def run_search(base: TrainConfig, directory: str, grid: Grid | None = None,
                retrain_best: bool = True) -> dict:
     """Grid-search ``grid`` (default: ``default_grid``) around ``base``, retrain the best.
@@ -141,22 +162,7 @@ def run_search(base: TrainConfig, directory: str, grid: Grid | None = None,
         results = None
         if best is not None and retrain_best:
             results = retrain(base, best["values"], os.path.join(directory, RETRAIN_DIR))
-    report = {
-        "objective": {"name": OBJECTIVE.name, "direction": OBJECTIVE.direction,
-                      "definition": "final-epoch accuracy on the held-out validation split"},
-        "grid": {field: list(values) for field, values in grid.items()},
-        "learning_rate_scaling": {
-            "rule": base.lr_scaling, "batch_size": base.batch_size,
-            "base_batch_size": base.base_batch_size,
-            "effective_learning_rates": list(effective_learning_rates(grid, base)),
-        },
-        "base_config": base.to_dict(),
-        "trials": entries,
-        "best": best,
-        "retraining": None if results is None else {
-            "workdir": RETRAIN_DIR, "config": results["config"], "status": results["status"]},
-        "test_accuracy": None if results is None else results["final"]["test_accuracy"],
-    }
+    report = _report(base, grid, entries, best, results)
     write_report(directory, report)
     if best is None:
         raise RuntimeError(f"No trial completed; their errors are in "

@@ -9,6 +9,11 @@ Keras callbacks that run them after every epoch::
     model.fit(..., callbacks=callbacks)
     callbacks[0].history   # {completed epoch: {layer: η/‖w‖²}}
 
+The callbacks (``DiagnosticCallback``) implement ``tfwd.train.RecordedCallback``, the interface
+through which ``tfwd.train.train`` writes each history to results.json under
+``diagnostics.<name>`` and restores it on resume; a callback of your own is recorded the same
+way when it subclasses ``RecordedCallback``.
+
 Modules: ``effective_lr`` and ``norm_transfer`` (paper 000 §4.1, figs. 3-4), ``jacobian``,
 ``gauss_newton`` and ``generalization`` (§4.2, lemmas 1-2, theorem 1, fig. 5, table 2),
 ``effective_damping`` (§4.3, fig. 7), ``fisher_norms``, ``gradient_variance``, ``folding``,

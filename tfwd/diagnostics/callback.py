@@ -14,6 +14,9 @@ does not stop training: the epoch's entry becomes {"undefined": reason}, with a 
 Works with ``model.fit(..., callbacks=[...])`` and with a custom loop that calls
 ``on_epoch_end`` through a ``keras.callbacks.CallbackList`` (``on_train_begin`` is never
 needed: the model is checked in ``set_model``, before any training).
+
+It is a ``tfwd.train.RecordedCallback``: ``tfwd.train.train`` writes its ``history`` to
+results.json under ``diagnostics.<name>`` and gives it back to a resumed run.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfwd.diagnostics.common import UndefinedDiagnostic
+from tfwd.train.recorded import RecordedCallback
 
 
 def scalars(value: Any, prefix: str) -> dict[str, float]:
@@ -40,7 +44,7 @@ def scalars(value: Any, prefix: str) -> dict[str, float]:
     return {prefix: float(value)}
 
 
-class DiagnosticCallback(keras.callbacks.Callback):
+class DiagnosticCallback(RecordedCallback):
     """Measure a diagnostic after every ``every_epochs``-th epoch (and after ``total_epochs``).
 
     Args:
@@ -65,17 +69,15 @@ class DiagnosticCallback(keras.callbacks.Callback):
         total_epochs: int | None = None,
         json_path: str | None = None,
     ):
-        super().__init__()
         if every_epochs < 1:
             raise ValueError(f"every_epochs must be >= 1, got {every_epochs}.")
-        self.diagnostic_name = name
+        super().__init__(name)
         self.measure = measure
         self.check = check
         self.log_dir = log_dir
         self.every_epochs = every_epochs
         self.total_epochs = total_epochs
         self.json_path = json_path
-        self.history: dict[int, Any] = {}
         self._writer = None
 
     def set_model(self, model):

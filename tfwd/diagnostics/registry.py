@@ -54,7 +54,23 @@ AUTO_COLUMNS = 16
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything a diagnostic may need besides the model (see ``build_callbacks``)."""
+    """Everything a diagnostic may need besides the model (``build_callbacks`` fills it).
+
+    Attributes:
+      train_batch: the fixed (x, y) training sample every diagnostic is measured on.
+      test_batch: the fixed held-out (x, y) sample of generalization_gap (or None).
+      temperature_batch: the whole held-out batch hessian_eigenvalue fits its temperature on.
+      seed: the run seed.
+      damping: Tikhonov damping λ of K-FAC (effective_damping).
+      jacobian_projections: None = exact (``batch_jacobian``), an int S ≥ 2 = random
+        projections, "auto" = exact when B·D·K ≤ 2**24 floats, else 16 projections.
+      fisher_columns: None = exact (Gram of all per-example gradients), an int m = m norm-weighted
+        Gram columns, "auto" = exact when B·|θ| ≤ 2**24 floats, else 16 columns.
+      gradient_variance_batch_size: mini-batch size M (None: B // 8 of the sample).
+      gradient_variance_batches: number of mini-batches K.
+      hessian_iterations: maximum power iterations.
+      curvature_norm: "frobenius" or "spectral" norm of the normalized-weight curvature.
+    """
 
     train_batch: tuple
     test_batch: tuple | None
@@ -159,6 +175,36 @@ def _take(batch, count: int | None):
     return x, y
 
 
+def _check_request(names: Sequence[str], test_batch, curvature_norm: str) -> None:
+    """Raise ValueError, naming the fix, for what ``build_callbacks`` cannot build."""
+    unknown = [name for name in names if name not in DIAGNOSTICS]
+    if unknown:
+        raise ValueError(f"Unknown diagnostics {unknown}; valid names: {list(DIAGNOSTICS)}.")
+    missing_test = [name for name in names if name in NEEDS_TEST_BATCH]
+    if missing_test and test_batch is None:
+        raise ValueError(f"Diagnostics {missing_test} need a held-out test_batch=(x, y).")
+    if curvature_norm not in ("frobenius", "spectral"):
+        raise ValueError(
+            f"curvature_norm must be 'frobenius' or 'spectral', got {curvature_norm!r}."
+        )
+
+
+def _diagnostic_callback(name: str, settings: Settings, *, log_dir: str | None,
+                         every_epochs: Union[int, Mapping[str, int]], total_epochs: int | None,
+                         json_dir: str | None) -> DiagnosticCallback:
+    """The callback of diagnostic ``name`` (arguments as in ``build_callbacks``)."""
+    every = every_epochs.get(name, 1) if isinstance(every_epochs, Mapping) else every_epochs
+    return DiagnosticCallback(
+        name,
+        _MEASURES[name](settings, stream_seed(settings.seed, name)),
+        check=_CHECKS.get(name),
+        log_dir=log_dir,
+        every_epochs=every,
+        total_epochs=total_epochs,
+        json_path=None if json_dir is None else os.path.join(json_dir, f"{name}.json"),
+    )
+
+
 def build_callbacks(
     names: Sequence[str],
     *,
@@ -189,58 +235,27 @@ def build_callbacks(
       log_dir: TensorBoard directory; scalars go to ``<log_dir>/diagnostics``.
       seed: run seed; each diagnostic derives its own stream (``stream_seed``) and reuses it
         every epoch (common random numbers make epochs comparable).
-      damping: Tikhonov damping λ of K-FAC (effective_damping).
       sample_size: use only the first ``sample_size`` examples of each batch (None: all).
       every_epochs: measure every this many epochs, one int or {name: int}.
       total_epochs: the run's last epoch, always measured (with ``every_epochs`` > 1).
       json_dir: if given, each history is also written to ``<json_dir>/<name>.json``.
-      jacobian_projections: None = exact (``batch_jacobian``), an int S ≥ 2 = random
-        projections, "auto" = exact when B·D·K ≤ 2**24 floats, else 16 projections.
-      fisher_columns: None = exact (Gram of all per-example gradients), an int m = m norm-weighted
-        Gram columns, "auto" = exact when B·|θ| ≤ 2**24 floats, else 16 columns.
-      gradient_variance_batch_size: mini-batch size M (default B // 8 of the sample).
-      gradient_variance_batches: number of mini-batches K.
-      hessian_iterations: maximum power iterations.
-      curvature_norm: "frobenius" or "spectral" norm of the normalized-weight curvature.
+      damping, jacobian_projections, fisher_columns, gradient_variance_batch_size,
+      gradient_variance_batches, hessian_iterations, curvature_norm: the estimators' settings,
+        each described on ``Settings``.
 
     Raises:
-      ValueError: an unknown name (the message lists ``DIAGNOSTICS``), or a missing test batch.
+      ValueError: an unknown name (the message lists ``DIAGNOSTICS``), a missing test batch
+        or an unknown curvature_norm.
     """
-    unknown = [name for name in names if name not in DIAGNOSTICS]
-    if unknown:
-        raise ValueError(f"Unknown diagnostics {unknown}; valid names: {list(DIAGNOSTICS)}.")
-    missing_test = [name for name in names if name in NEEDS_TEST_BATCH]
-    if missing_test and test_batch is None:
-        raise ValueError(f"Diagnostics {missing_test} need a held-out test_batch=(x, y).")
-    if curvature_norm not in ("frobenius", "spectral"):
-        raise ValueError(
-            f"curvature_norm must be 'frobenius' or 'spectral', got {curvature_norm!r}."
-        )
+    _check_request(names, test_batch, curvature_norm)
     settings = Settings(
         train_batch=_take(train_batch, sample_size),
         test_batch=None if test_batch is None else _take(test_batch, sample_size),
         temperature_batch=None if test_batch is None else _take(test_batch, None),
-        seed=seed,
-        damping=damping,
-        jacobian_projections=jacobian_projections,
-        fisher_columns=fisher_columns,
-        gradient_variance_batch_size=gradient_variance_batch_size,
+        seed=seed, damping=damping, jacobian_projections=jacobian_projections,
+        fisher_columns=fisher_columns, gradient_variance_batch_size=gradient_variance_batch_size,
         gradient_variance_batches=gradient_variance_batches,
-        hessian_iterations=hessian_iterations,
-        curvature_norm=curvature_norm,
+        hessian_iterations=hessian_iterations, curvature_norm=curvature_norm,
     )
-    callbacks = []
-    for name in names:
-        every = every_epochs.get(name, 1) if isinstance(every_epochs, Mapping) else every_epochs
-        callbacks.append(
-            DiagnosticCallback(
-                name,
-                _MEASURES[name](settings, stream_seed(seed, name)),
-                check=_CHECKS.get(name),
-                log_dir=log_dir,
-                every_epochs=every,
-                total_epochs=total_epochs,
-                json_path=None if json_dir is None else os.path.join(json_dir, f"{name}.json"),
-            )
-        )
-    return callbacks
+    return [_diagnostic_callback(name, settings, log_dir=log_dir, every_epochs=every_epochs,
+                                 total_epochs=total_epochs, json_dir=json_dir) for name in names]

@@ -7,6 +7,7 @@ and the workdir before TensorFlow is imported.
 from tfwd._lazy import lazy_exports
 
 _EXPORTS = {
+    "RecordedCallback": "tfwd.train.recorded",
     "TrainConfig": "tfwd.train.config",
     "TrainStep": "tfwd.train.step",
     "configure_cpu_devices": "tfwd.train.strategy",

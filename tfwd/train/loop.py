@@ -1,20 +1,33 @@
 """``train(config, workdir)``: the one training entry point of every launcher, tuner and experiment.
 
-Per epoch: train (Keras ``fit`` with progress bar and TensorBoard, or the custom
-``strategy.run`` loop that multi-worker runs need), evaluate validation and test, write
-``results.json`` (config, per-epoch losses/accuracies/learning rate/wall time, diagnostics) and
-a checkpoint of model + optimizer (+ the history, ``tfwd.train.resume``). A rerun with the same
-workdir and config resumes after the last finished epoch (``tfwd.train.workdir`` refuses
-another config); data order and all sampling are derived from (seed, epoch, step), so a
-resumed run computes the same numbers as an uninterrupted one. A partly trained epoch is
-redone. A non-finite loss or update stops the run with status "diverged"
-(``tfwd.train.divergence``).
+A run goes through these steps (``_train``, one function each):
+
+1. build (``_build``): check the workdir (``tfwd.train.workdir`` refuses another config), seed
+   everything, make ops deterministic; strategy, input pipelines, model, optimizer, training
+   step (``tfwd.train.step``), divergence monitor and checkpoint manager;
+2. restore (``_restore``): a rerun with the same workdir and config resumes after the last
+   finished epoch, with its history (``tfwd.train.resume``); a fresh K-FAC run initialises its
+   factors with a pass over the training data. Then config.json is written;
+3. per epoch, run it (``_run_epoch``): Keras ``fit`` with progress bar, or the custom
+   ``strategy.run`` loop that multi-worker runs need; then the divergence check — a non-finite
+   loss or update stops the run with status "diverged" (``tfwd.train.divergence``);
+4. record it (``_evaluate_epoch``, ``_record_epoch``): validation and test, TensorBoard, a
+   checkpoint of model + optimizer + history, and ``results.json`` (config, per-epoch
+   losses/accuracies/learning rate/wall time, and the history of every
+   ``tfwd.train.RecordedCallback`` — the diagnostics — under ``diagnostics.<name>``);
+5. finish (``_finish``): status and final record in results.json, ``model.keras``.
+
+Data order and all sampling are derived from (seed, epoch, step), so a resumed run computes the
+same numbers as an uninterrupted one. A partly trained epoch is redone. Only the chief writes
+files; the other workers write their share of each checkpoint into a scratch dir.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
+from typing import Callable
 
 import keras
 import numpy as np
@@ -26,6 +39,7 @@ from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
 from tfwd.train.precision import dtype_policy
+from tfwd.train.recorded import recorded_callbacks, recorded_histories
 from tfwd.train.step import TrainStep
 from tfwd.train.strategy import is_chief, make_strategy
 from tfwd.train.workdir import RESULTS_FILE, prepare_workdir
@@ -111,11 +125,6 @@ def _noise_consumer(config, model, steps_per_epoch):
     )
 
 
-def _diagnostics(callbacks) -> list:
-    """Callbacks that report a diagnostic (``diagnostic_name`` + ``history``, tfwd.diagnostics)."""
-    return [cb for cb in callbacks if hasattr(cb, "diagnostic_name") and hasattr(cb, "history")]
-
-
 def _steps_done(optimizer) -> int:
     # int() of a Keras variable fails when it holds a MirroredVariable (multi-device runs).
     return int(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(optimizer.iterations)))
@@ -153,11 +162,12 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     previous Keras policy and floatx are restored afterwards.
 
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
-    epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
-    callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
+    epoch hooks are called). The histories of those that are ``tfwd.train.RecordedCallback``
+    (the callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
     ``tfwd.diagnostics.train_with_diagnostics``) are written to results.json under
-    ``diagnostics.<name>``. Returns the same dict that is written to results.json; its
-    ``status`` is "finished" or "diverged" (then ``divergence`` says where and what to try).
+    ``diagnostics.<name>`` and restored on resume. Returns the same dict that is written to
+    results.json; its ``status`` is "finished" or "diverged" (then ``divergence`` says where
+    and what to try).
     ``overwrite`` deletes a previous run in ``workdir``; without it a run with another config
     there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
@@ -167,6 +177,64 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
 
 
 def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dict:
+    """The steps of the module docstring, in their order."""
+    run = _build(config, workdir, list(callbacks or []), overwrite)
+    _restore(run)
+    if run.chief:
+        config.save(os.path.join(workdir, "config.json"))
+    runner = _epoch_runner(run)
+    for epoch in range(int(run.epochs_done), config.epochs):
+        train_metrics, diverged, train_seconds = _run_epoch(run, runner, epoch)
+        if diverged:
+            run.results["divergence"] = diverged
+            break
+        record = _evaluate_epoch(run, runner, epoch, train_metrics, train_seconds)
+        _record_epoch(run, runner, record)
+    return _finish(run, runner)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the build step makes: everything the later steps read or write."""
+
+    config: TrainConfig
+    workdir: str
+    write_dir: str  # the workdir on the chief, a scratch dir on the other workers
+    chief: bool
+    started: float  # time.time() once the workdir is checked
+    strategy: tf.distribute.Strategy
+    pipelines: dict  # split name -> input pipeline (tfwd.train.build.make_pipelines)
+    schedule: Callable  # optimizer step -> learning rate
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer  # ours; under mixed_float16 model.optimizer wraps it
+    train_step: TrainStep
+    monitor: divergence.DivergenceMonitor
+    callbacks: list  # the caller's Keras callbacks
+    epochs_done: tf.Variable  # completed epochs, saved in every checkpoint
+    history_store: tf.Variable  # the results' history, saved in every checkpoint
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    results: dict  # what results.json holds
+
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.workdir, RESULTS_FILE)
+
+
+@dataclasses.dataclass
+class _EpochRunner:
+    """What trains and records the epochs; made once config.json is written."""
+
+    custom_loop: _CustomLoop | None  # None: Keras fit
+    step_timer: timing.StepTimer
+    fit_callbacks: list
+    callback_list: keras.callbacks.CallbackList  # the custom loop calls the epoch hooks here
+    summary_writer: tf.summary.SummaryWriter
+    evaluate_model: Callable  # dataset -> (mean loss, accuracy)
+
+
+def _start(config: TrainConfig, workdir: str, overwrite: bool) -> tuple[bool, str, float]:
+    """Check the workdir, seed everything, make ops deterministic: (chief, write_dir, started)."""
     chief = is_chief()
     prepare_workdir(config, workdir, overwrite)
     started = time.time()
@@ -174,136 +242,182 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
     write_dir = workdir if chief else tempfile.mkdtemp(prefix="tfwd-worker-")
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    return chief, write_dir, started
 
+
+def _build_model(config: TrainConfig, train_pipe, schedule):
+    """(model, optimizer, training step), compiled and built; call under the strategy's scope."""
+    model = make_model(config, train_pipe)
+    optimizer = make_optimizer(config, schedule)
+    model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
+    if config.optimizer.startswith("kfac"):
+        optimizer.attach(model)
+    if not model.optimizer.built:
+        # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
+        # Its variables must exist before a multi-replica step is traced: created inside
+        # the custom loop's strategy.run they fail it ("You must feed a value for
+        # placeholder tensor").
+        model.optimizer.build(model.trainable_variables)
+    noise = _noise_consumer(config, model, train_pipe.steps_per_epoch)
+    train_step = TrainStep(model, [noise] if noise is not None else [])
+    if train_step.consumers or train_step.curvature_optimizer is not None:
+        train_step.install()
+    return model, optimizer, train_step
+
+
+def _build(config: TrainConfig, workdir: str, callbacks: list, overwrite: bool) -> _Run:
+    """Step 1: strategy, pipelines, model, optimizer, training step and checkpoint."""
+    chief, write_dir, started = _start(config, workdir, overwrite)
     strategy = make_strategy(config.strategy, config.num_replicas)
     pipelines = make_pipelines(config)  # fails fast when data is missing
-    train_pipe = pipelines["train"]
-    small_pipe = pipelines.get("small_train")
+    train_pipe, small_pipe = pipelines["train"], pipelines.get("small_train")
     schedule = learning_rate_schedule(
         config, train_pipe.steps_per_epoch, small_pipe.steps_per_epoch if small_pipe else 1
     )
     with strategy.scope():
-        model = make_model(config, train_pipe)
-        optimizer = make_optimizer(config, schedule)
-        model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-        if config.optimizer.startswith("kfac"):
-            optimizer.attach(model)
-        if not model.optimizer.built:
-            # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
-            # Its variables must exist before a multi-replica step is traced: created inside
-            # the custom loop's strategy.run they fail it ("You must feed a value for
-            # placeholder tensor").
-            model.optimizer.build(model.trainable_variables)
-        noise = _noise_consumer(config, model, train_pipe.steps_per_epoch)
-        train_step = TrainStep(model, [noise] if noise is not None else [])
-        if train_step.consumers or train_step.curvature_optimizer is not None:
-            train_step.install()
+        model, optimizer, train_step = _build_model(config, train_pipe, schedule)
     monitor = divergence.DivergenceMonitor(model)
     monitor.install()
     # Outside the scope: plain host variables, not per-replica ones.
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
     history_store = resume.history_variable()
-
     # model.optimizer: under mixed_float16 the LossScaleOptimizer, whose loss scale resumes too.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                      epochs_done=epochs_done, history=history_store)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), 2)
-    results_path = os.path.join(workdir, RESULTS_FILE)
-    results = {"config": config.to_dict(), "epochs": [], "status": "running"}
-    extra_callbacks = list(callbacks or [])
-    if resume.restore_newest_readable(checkpoint, manager):
-        previous = resume.restored_history(history_store, results_path, int(epochs_done))
-        results["epochs"] = previous["epochs"]
-        for callback in _diagnostics(extra_callbacks):
-            # JSON turned the epoch keys into strings.
-            earlier = previous["diagnostics"].get(callback.diagnostic_name, {})
-            callback.history.update(
-                {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
+    return _Run(
+        config=config, workdir=workdir, write_dir=write_dir, chief=chief, started=started,
+        strategy=strategy, pipelines=pipelines, schedule=schedule, model=model,
+        optimizer=optimizer, train_step=train_step, monitor=monitor, callbacks=callbacks,
+        epochs_done=epochs_done, history_store=history_store, checkpoint=checkpoint,
+        manager=manager, results={"config": config.to_dict(), "epochs": [], "status": "running"},
+    )
+
+
+def _restore(run: _Run) -> None:
+    """Step 2: resume after the newest readable checkpoint, or initialise K-FAC's factors."""
+    config = run.config
+    if resume.restore_newest_readable(run.checkpoint, run.manager):
+        epochs_done = int(run.epochs_done)
+        previous = resume.restored_history(run.history_store, run.results_path, epochs_done)
+        run.results["epochs"] = previous["epochs"]
+        for callback in recorded_callbacks(run.callbacks):
+            callback.restore_history(
+                previous["diagnostics"].get(callback.diagnostic_name, {}), epochs_done)
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
-        print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
+        print(f"Resuming {run.workdir} after epoch {epochs_done}.", flush=True)
     elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
         # The authors initialise the factors with a pass over the training data.
-        optimizer.initialize_factors(model, train_pipe.epoch(0), config.kfac_init_batches)
+        run.optimizer.initialize_factors(run.model, run.pipelines["train"].epoch(0),
+                                         config.kfac_init_batches)
 
-    log_dir = os.path.join(write_dir, "logs")
-    if chief:
-        config.save(os.path.join(workdir, "config.json"))
-    custom = _CustomLoop(train_step, strategy, monitor) if config.loop == "custom" else None
+
+def _epoch_runner(run: _Run) -> _EpochRunner:
+    """The fit callbacks or the custom loop, the TensorBoard writer and the evaluator."""
+    custom = (_CustomLoop(run.train_step, run.strategy, run.monitor)
+              if run.config.loop == "custom" else None)
     step_timer = timing.StepTimer()
-    fit_callbacks = [step_timer, divergence.DivergenceCallback(monitor)] + extra_callbacks
-    callback_list = keras.callbacks.CallbackList(extra_callbacks, model=model)
-    # TensorBoard: this one writer, for the whole run, gets every epoch's record. (Keras's
-    # TensorBoard callback, built per fit call, cost ~37 s per epoch and one file per epoch.)
-    summary_writer = tf.summary.create_file_writer(os.path.join(log_dir, "epochs"))
-    evaluate_model = make_evaluator(model)
+    return _EpochRunner(
+        custom_loop=custom,
+        step_timer=step_timer,
+        fit_callbacks=[step_timer, divergence.DivergenceCallback(run.monitor)] + run.callbacks,
+        callback_list=keras.callbacks.CallbackList(run.callbacks, model=run.model),
+        # TensorBoard: this one writer, for the whole run, gets every epoch's record. (Keras's
+        # TensorBoard callback, built per fit call, cost ~37 s per epoch and one file per epoch.)
+        summary_writer=tf.summary.create_file_writer(
+            os.path.join(run.write_dir, "logs", "epochs")),
+        evaluate_model=make_evaluator(run.model),
+    )
 
-    for epoch in range(int(epochs_done), config.epochs):
-        pipe = small_pipe if epoch < config.small_batch_epochs else train_pipe
-        start, first_step = time.time(), _steps_done(optimizer)
-        try:
-            if custom is None:
-                history = model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                                    verbose=config.verbose, callbacks=fit_callbacks, shuffle=False)
-                train_metrics = {k: float(v[-1]) for k, v in history.history.items()}
-            else:
-                if config.verbose:
-                    print(f"Epoch {epoch + 1}/{config.epochs}")
-                callback_list.on_epoch_begin(epoch)
-                train_metrics = custom.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch,
-                                                 config.verbose)
-                callback_list.on_epoch_end(epoch, dict(train_metrics))
-            failure = None
-        except tf.errors.InvalidArgumentError as error:
-            if not divergence.is_kfac_factor_error(error):
-                raise
-            failure, train_metrics = str(error).split("\n")[0], {}
-        diverged = _divergence(config, monitor, optimizer, train_metrics, failure, epoch, first_step)
-        if diverged:
-            results["divergence"] = diverged
-            break
-        train_seconds = time.time() - start
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train_metrics["loss"],
-            "train_accuracy": train_metrics["accuracy"],
-            "learning_rate": float(keras.ops.convert_to_numpy(
-                schedule(optimizer.iterations - 1))),
-            "wall_time_seconds": train_seconds,
-        }
-        if custom is None:
-            record["step_seconds"] = step_timer.step_seconds
-        last_epoch = epoch == config.epochs - 1
-        start = time.time()
-        for split in ("validation", "test"):
-            if split == "test" and not (config.test_every_epoch or last_epoch):
-                continue
-            if split in pipelines:
-                loss, accuracy = evaluate_model(pipelines[split].epoch(0))
-                record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
-        record["evaluation_seconds"] = time.time() - start
-        with summary_writer.as_default(step=epoch + 1):
-            for key, value in record.items():
-                if key != "epoch":
-                    tf.summary.scalar(key, value)
-        results["epochs"].append(record)
-        epochs_done.assign(epoch + 1)
-        results["diagnostics"] = {cb.diagnostic_name: cb.history for cb in _diagnostics(extra_callbacks)}
-        resume.store_history(history_store, results)
-        manager.save(checkpoint_number=epoch + 1)
-        results["timing"] = _timing(started, step_timer)
-        if chief:
-            write_json_atomically(results_path, results, indent=2, sort_keys=True)
+
+def _train_epoch(run: _Run, runner: _EpochRunner, epoch: int) -> tuple[dict, str | None]:
+    """Train epoch ``epoch`` (0-based) by fit or the custom loop: (metrics, K-FAC's failure)."""
+    config = run.config
+    pipe = run.pipelines["small_train" if epoch < config.small_batch_epochs else "train"]
+    try:
+        if runner.custom_loop is None:
+            history = run.model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
+                                    verbose=config.verbose, callbacks=runner.fit_callbacks,
+                                    shuffle=False)
+            return {k: float(v[-1]) for k, v in history.history.items()}, None
         if config.verbose:
-            shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
-            print(f"epoch {epoch + 1}: {shown}")
+            print(f"Epoch {epoch + 1}/{config.epochs}")
+        runner.callback_list.on_epoch_begin(epoch)
+        train_metrics = runner.custom_loop.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch,
+                                                     config.verbose)
+        runner.callback_list.on_epoch_end(epoch, dict(train_metrics))
+        return train_metrics, None
+    except tf.errors.InvalidArgumentError as error:
+        if not divergence.is_kfac_factor_error(error):
+            raise
+        return {}, str(error).split("\n")[0]
 
+
+def _run_epoch(run: _Run, runner: _EpochRunner, epoch: int) -> tuple[dict, dict | None, float]:
+    """Step 3: train one epoch and check it: (metrics, divergence entry or None, seconds)."""
+    start, first_step = time.time(), _steps_done(run.optimizer)
+    train_metrics, failure = _train_epoch(run, runner, epoch)
+    diverged = _divergence(run.config, run.monitor, run.optimizer, train_metrics, failure,
+                           epoch, first_step)
+    return train_metrics, diverged, time.time() - start
+
+
+def _evaluate_epoch(run: _Run, runner: _EpochRunner, epoch: int, train_metrics: dict,
+                    train_seconds: float) -> dict:
+    """Step 4a: the epoch's record: training metrics, learning rate, times, validation/test."""
+    config = run.config
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": train_metrics["loss"],
+        "train_accuracy": train_metrics["accuracy"],
+        "learning_rate": float(keras.ops.convert_to_numpy(
+            run.schedule(run.optimizer.iterations - 1))),
+        "wall_time_seconds": train_seconds,
+    }
+    if runner.custom_loop is None:
+        record["step_seconds"] = runner.step_timer.step_seconds
+    last_epoch = epoch == config.epochs - 1
+    start = time.time()
+    for split in ("validation", "test"):
+        if split == "test" and not (config.test_every_epoch or last_epoch):
+            continue
+        if split in run.pipelines:
+            loss, accuracy = runner.evaluate_model(run.pipelines[split].epoch(0))
+            record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
+    record["evaluation_seconds"] = time.time() - start
+    return record
+
+
+def _record_epoch(run: _Run, runner: _EpochRunner, record: dict) -> None:
+    """Step 4b: TensorBoard, the checkpoint (with the history) and results.json of an epoch."""
+    completed = record["epoch"]
+    with runner.summary_writer.as_default(step=completed):
+        for key, value in record.items():
+            if key != "epoch":
+                tf.summary.scalar(key, value)
+    run.results["epochs"].append(record)
+    run.epochs_done.assign(completed)
+    run.results["diagnostics"] = recorded_histories(run.callbacks)
+    resume.store_history(run.history_store, run.results)
+    run.manager.save(checkpoint_number=completed)
+    run.results["timing"] = _timing(run.started, runner.step_timer)
+    if run.chief:
+        write_json_atomically(run.results_path, run.results, indent=2, sort_keys=True)
+    if run.config.verbose:
+        shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
+        print(f"epoch {completed}: {shown}")
+
+
+def _finish(run: _Run, runner: _EpochRunner) -> dict:
+    """Step 5: the final status and record in results.json; model.keras when finished."""
+    results = run.results
     results["status"] = "diverged" if results.get("divergence") else "finished"
     results["final"] = dict(results["epochs"][-1]) if results["epochs"] else {}
-    results["timing"] = _timing(started, step_timer)
-    if chief:
-        write_json_atomically(results_path, results, indent=2, sort_keys=True)
+    results["timing"] = _timing(run.started, runner.step_timer)
+    if run.chief:
+        write_json_atomically(run.results_path, results, indent=2, sort_keys=True)
         if results["status"] == "finished":  # a diverged model's weights are not finite
-            model.save(os.path.join(workdir, "model.keras"))
+            run.model.save(os.path.join(run.workdir, "model.keras"))
     if results["status"] == "diverged":
-        print(f"{workdir}: {results['divergence']['message']}", flush=True)
+        print(f"{run.workdir}: {results['divergence']['message']}", flush=True)
     return results

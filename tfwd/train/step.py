@@ -31,6 +31,7 @@ from tfwd.curvature.preconditions import check_consumer_losses, check_sample_wei
 from tfwd.curvature.quadratic_model import reduction_terms
 from tfwd.curvature.registry import block_for
 from tfwd.curvature.step import captured_forward_backward
+from tfwd.optimizers.kfac import KFAC
 
 
 def _values_if(condition, variables) -> list:
@@ -51,7 +52,7 @@ class TrainStep:
         """The K-FAC optimizer to feed (unwrapped from a LossScaleOptimizer), or None."""
         optimizer = self.model.optimizer
         inner = getattr(optimizer, "inner_optimizer", optimizer)
-        return inner if hasattr(inner, "update_curvature") else None
+        return inner if isinstance(inner, KFAC) else None
 
     def _blocks(self) -> list:
         """Each captured layer once: K-FAC's blocks, then the consumers' other layers."""
