@@ -61,8 +61,15 @@ def one_step(policy, optimizer_name, noise_kind, loop):
     with dtype_policy(policy):
         model = model_from_initial_weights()
         before = [v.numpy().astype(np.float64) for v in model.trainable_weights]
+        # Adam's first step is -η·g/(|g| + ε): with the default ε = 1e-7 it is a sign for every
+        # entry, and one gradient entry that cancels to ~1e-5 flips sign under bfloat16
+        # round-off (seen on a CPU with native bfloat16 dot products: 0.19 relative). With
+        # ε = 1e-3 such an entry moves by ~η·1e-2 instead of 2η, the others still by ~η (large
+        # enough for θ₁ − θ₀ of float32 weights to keep its digits), and a gradient left
+        # loss-scaled by 2¹⁵ still changes the step beyond the tolerance.
         optimizer = (optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-2)
-                     if optimizer_name == "sgd" else optimizers.Adam(1e-2, weight_decay=1e-2))
+                     if optimizer_name == "sgd"
+                     else optimizers.Adam(1e-2, weight_decay=1e-2, epsilon=1e-3))
         model.compile(optimizer=optimizer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         consumers = [] if noise_kind == "none" else [make_noise(
