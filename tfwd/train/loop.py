@@ -104,10 +104,10 @@ class _CustomLoop:
 
 def _noise_consumer(config, model, steps_per_epoch):
     return make_noise(
-        config.noise, model,
-        large_batch_size=config.batch_size, small_batch_size=config.small_batch_size,
-        steps_per_epoch=steps_per_epoch, noise_until_epoch=config.noise_until_epoch,
-        seed=config.seed, multiplicative_std=config.multiplicative_std,
+        config.noise.kind, model,
+        large_batch_size=config.schedule.batch_size, small_batch_size=config.schedule.small_batch_size,
+        steps_per_epoch=steps_per_epoch, noise_until_epoch=config.noise.until_epoch,
+        seed=config.runtime.seed, multiplicative_std=config.noise.multiplicative_std,
     )
 
 
@@ -149,12 +149,12 @@ def _timing(started, step_timer) -> dict:
 def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = False) -> dict:
     """Train, evaluate and checkpoint one run in ``workdir``; returns the results dict.
 
-    The run builds and trains under ``config.dtype_policy`` (``tfwd.train.precision``); the
+    The run builds and trains under ``config.runtime.dtype_policy`` (``tfwd.train.precision``); the
     previous Keras policy and floatx are restored afterwards.
 
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
     epoch hooks are called). Those with a ``diagnostic_name`` and a ``history`` (the
-    callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
+    callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics.names`` in
     ``tfwd.diagnostics.train_with_diagnostics``) are written to results.json under
     ``diagnostics.<name>``. Returns the same dict that is written to results.json; its
     ``status`` is "finished" or "diverged" (then ``divergence`` says where and what to try).
@@ -162,7 +162,7 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
     config.validate()
-    with dtype_policy(config.dtype_policy):
+    with dtype_policy(config.runtime.dtype_policy):
         return _train(config, workdir, callbacks, overwrite)
 
 
@@ -172,10 +172,10 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
     started = time.time()
     # Non-chief workers still take part in checkpoint writes (collectives), into a scratch dir.
     write_dir = workdir if chief else tempfile.mkdtemp(prefix="tfwd-worker-")
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.runtime.seed)
     tf.config.experimental.enable_op_determinism()
 
-    strategy = make_strategy(config.strategy, config.num_replicas)
+    strategy = make_strategy(config.runtime.strategy, config.runtime.num_replicas)
     pipelines = make_pipelines(config)  # fails fast when data is missing
     train_pipe = pipelines["train"]
     small_pipe = pipelines.get("small_train")
@@ -186,7 +186,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
         model = make_model(config, train_pipe)
         optimizer = make_optimizer(config, schedule)
         model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-        if config.optimizer.startswith("kfac"):
+        if config.optimizer.name.startswith("kfac"):
             optimizer.attach(model)
         if not model.optimizer.built:
             # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
@@ -221,14 +221,14 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
                 {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
-    elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
+    elif config.optimizer.name.startswith("kfac") and config.optimizer.kfac.init_batches:
         # The authors initialise the factors with a pass over the training data.
-        optimizer.initialize_factors(model, train_pipe.epoch(0), config.kfac_init_batches)
+        optimizer.initialize_factors(model, train_pipe.epoch(0), config.optimizer.kfac.init_batches)
 
     log_dir = os.path.join(write_dir, "logs")
     if chief:
         config.save(os.path.join(workdir, "config.json"))
-    custom = _CustomLoop(train_step, strategy, monitor) if config.loop == "custom" else None
+    custom = _CustomLoop(train_step, strategy, monitor) if config.runtime.loop == "custom" else None
     step_timer = timing.StepTimer()
     fit_callbacks = [step_timer, divergence.DivergenceCallback(monitor)] + extra_callbacks
     callback_list = keras.callbacks.CallbackList(extra_callbacks, model=model)
@@ -237,20 +237,20 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
     summary_writer = tf.summary.create_file_writer(os.path.join(log_dir, "epochs"))
     evaluate_model = make_evaluator(model)
 
-    for epoch in range(int(epochs_done), config.epochs):
-        pipe = small_pipe if epoch < config.small_batch_epochs else train_pipe
+    for epoch in range(int(epochs_done), config.schedule.epochs):
+        pipe = small_pipe if epoch < config.schedule.small_batch_epochs else train_pipe
         start, first_step = time.time(), _steps_done(optimizer)
         try:
             if custom is None:
                 history = model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                                    verbose=config.verbose, callbacks=fit_callbacks, shuffle=False)
+                                    verbose=config.runtime.verbose, callbacks=fit_callbacks, shuffle=False)
                 train_metrics = {k: float(v[-1]) for k, v in history.history.items()}
             else:
-                if config.verbose:
-                    print(f"Epoch {epoch + 1}/{config.epochs}")
+                if config.runtime.verbose:
+                    print(f"Epoch {epoch + 1}/{config.schedule.epochs}")
                 callback_list.on_epoch_begin(epoch)
                 train_metrics = custom.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch,
-                                                 config.verbose)
+                                                 config.runtime.verbose)
                 callback_list.on_epoch_end(epoch, dict(train_metrics))
             failure = None
         except tf.errors.InvalidArgumentError as error:
@@ -272,10 +272,10 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
         }
         if custom is None:
             record["step_seconds"] = step_timer.step_seconds
-        last_epoch = epoch == config.epochs - 1
+        last_epoch = epoch == config.schedule.epochs - 1
         start = time.time()
         for split in ("validation", "test"):
-            if split == "test" and not (config.test_every_epoch or last_epoch):
+            if split == "test" and not (config.data.test_every_epoch or last_epoch):
                 continue
             if split in pipelines:
                 loss, accuracy = evaluate_model(pipelines[split].epoch(0))
@@ -293,7 +293,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
         results["timing"] = _timing(started, step_timer)
         if chief:
             write_json_atomically(results_path, results, indent=2, sort_keys=True)
-        if config.verbose:
+        if config.runtime.verbose:
             shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
             print(f"epoch {epoch + 1}: {shown}")
 
