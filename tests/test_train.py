@@ -117,6 +117,16 @@ def test_every_config_field_is_a_flag_of_its_flat_name():
         <= set(flags.FLAGS)
 
 
+@pytest.mark.parametrize("flag_values, sharded", [({}, True), ({"shard_inverses": False}, False)])
+def test_shard_inverses_flag_reaches_the_optimizer(flag_values, sharded):
+    from tfwd.train.build import make_optimizer
+
+    with flagsaver.flagsaver(optimizer="kfac_g", **flag_values):
+        config = launcher.config_from_flags().validate()
+    assert config.optimizer.kfac.shard_inverses is sharded
+    assert make_optimizer(config, 0.1).shard_inverses is sharded
+
+
 def _mnist_like(seed):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(96, 28, 28, 1)).astype("float32"), rng.integers(0, 10, 96)

@@ -87,6 +87,10 @@ flags.DEFINE_enum("inverse", _DEFAULTS.optimizer.kfac.inverse, config_lib.KFAC_I
 flags.DEFINE_enum("low_rank", _DEFAULTS.optimizer.kfac.low_rank, config_lib.KFAC_LOW_RANK,
                   "K-FAC Dense layers: precondition the gradient through its per-example "
                   "factors when cheaper (auto), never or always.")
+flags.DEFINE_bool("shard_inverses", _DEFAULTS.optimizer.kfac.shard_inverses,
+                  "K-FAC under a multi-replica strategy: each replica inverts a share of the "
+                  "blocks and the inverses are exchanged (--noshard_inverses: every replica "
+                  "inverts every block; docs/equations.md §4.8).")
 flags.DEFINE_enum("noise", _DEFAULTS.noise.kind, config_lib.NOISE_KINDS, "Curvature noise kind.")
 flags.DEFINE_integer("small_batch_size", _DEFAULTS.schedule.small_batch_size,
                      "Small batch M_S the noise imitates (and of the batch-change phase).")

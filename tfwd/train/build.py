@@ -62,6 +62,7 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
             adaptation.max_damping) if adaptation.enabled else None,
         inverse=kfac.inverse,
         low_rank=kfac.low_rank,
+        shard_inverses=kfac.shard_inverses,
         **decay,
     )
 
