@@ -1,6 +1,7 @@
 """The hyper-parameter grid of a search: values per TrainConfig field, parsed, checked, enumerated.
 
-A grid maps TrainConfig field names to the tuple of values to try, e.g.
+A grid maps TrainConfig fields, by flat name (``tfwd.train.config.FLAT_FIELDS``, the flags'
+names), to the tuple of values to try, e.g.
 ``{"learning_rate": (0.3, 0.1, 0.03), "weight_decay": (1e-2, 1e-3)}``; the search trains every
 point of the Cartesian product (paper 000, appendix A: grid search on a held-out 5k split).
 Fields not in the grid keep the value of the search's base config.

@@ -141,7 +141,7 @@ class Run:
       key: the run's name inside its entry (``RunKey``; ``label`` spells it).
       config: the ``TrainConfig``; its ``seed`` is replaced by each of ``seeds``.
       seeds: the seeds to train.
-      search: paper scale only — {TrainConfig field: values}: the grid searched on the
+      search: paper scale only — {TrainConfig flat name: values}: the grid searched on the
         held-out split before retraining on train + validation (``tfwd.tuning.run_search``).
       reference: the key of another run of the entry whose recorded weight norms this run
         transfers (paper 000 fig. 4); the runner sets
