@@ -283,7 +283,7 @@ def test_trials_run_under_a_mirrored_strategy(tmp_path, decoded_once):
                         grid={"learning_rate": (0.1,)}, retrain_best=False)
     assert report["trials"][0]["status"] == "COMPLETED"
     with open(tmp_path / "trials" / "trial_0" / "config.json") as f:
-        assert json.load(f)["num_replicas"] == 2
+        assert json.load(f)["runtime"]["num_replicas"] == 2
 
 
 def _tune_command(directory, grid=GRID_FLAG):
