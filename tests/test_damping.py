@@ -266,13 +266,14 @@ def test_run_config_spells_the_adaptation_defaults_and_build_passes_them_on():
     from tfwd.train.build import make_optimizer
     from tfwd.train.config import TrainConfig
 
-    config = TrainConfig(optimizer="kfac_g")
+    config = TrainConfig.from_flat(optimizer="kfac_g")
     defaults = DampingAdaptation()
-    assert (config.damping_interval, config.damping_decay, config.min_damping,
-            config.max_damping) == dataclasses.astuple(defaults)
+    adaptation = config.optimizer.kfac.adaptive_damping
+    assert (adaptation.interval, adaptation.decay, adaptation.min_damping,
+            adaptation.max_damping) == dataclasses.astuple(defaults)
     assert make_optimizer(config, 0.01).damping_adaptation is None
-    config = dataclasses.replace(config, adaptive_damping=True, damping_interval=3,
-                                 damping_decay=0.9, min_damping=1e-6, max_damping=1.0)
+    config = config.replace(adaptive_damping=True, damping_interval=3,
+                            damping_decay=0.9, min_damping=1e-6, max_damping=1.0)
     assert make_optimizer(config.validate(), 0.01).damping_adaptation == \
         DampingAdaptation(3, 0.9, 1e-6, 1.0)
 

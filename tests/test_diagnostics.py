@@ -435,10 +435,10 @@ def test_train_config_sets_the_diagnostic_period_and_fits_the_temperature_on_the
     import tfwd.data
     from tfwd.train import TrainConfig
 
-    config = TrainConfig(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 32},
-                         learning_rate=0.1, epochs=3, batch_size=512, seed=0, verbose=0,
-                         diagnostics=["weight_norms", "hessian_eigenvalue"],
-                         diagnostics_every_epochs=2, diagnostics_sample_size=64)
+    config = TrainConfig.from_flat(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 32},
+                                   learning_rate=0.1, epochs=3, batch_size=512, seed=0, verbose=0,
+                                   diagnostics=["weight_norms", "hessian_eigenvalue"],
+                                   diagnostics_every_epochs=2, diagnostics_sample_size=64)
     recorded = json.loads(json.dumps(
         diagnostics.train_with_diagnostics(config, str(tmp_path))["diagnostics"]))
     assert all(sorted(history) == ["2", "3"] for history in recorded.values())

@@ -129,8 +129,9 @@ def test_mixed_float16_kfac_custom_loop_on_two_replicas_matches_one(tmp_path):
                 batch_size=1000, epochs=1, verbose=0, seed=0, optimizer="kfac_g",
                 learning_rate=0.03, kl_clip=1e-3, dtype_policy="mixed_float16", loop="custom",
                 kfac_init_batches=1, evaluate_test=False)
-    single = train(TrainConfig(**base), str(tmp_path / "one"))
-    double = train(TrainConfig(**base, strategy="mirrored", num_replicas=2), str(tmp_path / "two"))
+    single = train(TrainConfig.from_flat(**base), str(tmp_path / "one"))
+    double = train(TrainConfig.from_flat(**base, strategy="mirrored", num_replicas=2),
+                   str(tmp_path / "two"))
     assert double["status"] == single["status"] == "finished"
     # float16 compute: the two summation orders agree to its round-off (2^-11), not float32's.
     assert double["final"]["train_loss"] == pytest.approx(single["final"]["train_loss"], rel=1e-2)

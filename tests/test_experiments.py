@@ -142,9 +142,9 @@ def test_index_links_every_entry_and_a_rerun_skips_them(tiny_workdir):
 
 
 def test_config_hash_ignores_cosmetic_fields_and_sees_the_rest():
-    config = TrainConfig(epochs=1)
-    assert config_hash(config) == config_hash(TrainConfig(epochs=1, verbose=0, data_dir="/x"))
-    assert config_hash(config) != config_hash(TrainConfig(epochs=1, seed=1))
+    config = TrainConfig.from_flat(epochs=1)
+    assert config_hash(config) == config_hash(TrainConfig.from_flat(epochs=1, verbose=0, data_dir="/x"))
+    assert config_hash(config) != config_hash(TrainConfig.from_flat(epochs=1, seed=1))
     assert config_hash(config) != config_hash(config, search={"learning_rate": (0.1,)})
 
 
@@ -189,8 +189,8 @@ def test_run_key_spells_its_label_from_its_fields_and_a_transfer_leaves_its_path
         "abc/mnist/mlp/lb/sqrt")
     with pytest.raises(ValueError, match="at least one field"):
         RunKey()
-    with pytest.raises(ValueError, match="leave config.weight_norm_reference unset"):
-        Run(RunKey(name="copy"), TrainConfig(weight_norm_reference="x.json"),
+    with pytest.raises(ValueError, match="leave config.diagnostics.weight_norm_reference unset"):
+        Run(RunKey(name="copy"), TrainConfig.from_flat(weight_norm_reference="x.json"),
             reference=RunKey(name="source"))
 
 
@@ -204,15 +204,15 @@ def test_scale_overrides_are_for_small_scales_only():
     lb = next(run.config for run in runs if run.label == "mnist/mlp/diag_f")
     # In proportion to the paper's 200 epochs: noise for 50, ×0.1 every 60, 5 warm-up epochs
     # (at least one: 13 steps at M_L = 4096).
-    assert (lb.epochs, lb.noise_until_epoch, lb.lr_decay_every_epochs) == (8, 2, 2)
-    assert lb.warmup_epochs == 1.0
+    assert (lb.schedule.epochs, lb.noise.until_epoch, lb.schedule.lr_decay_every_epochs) == (8, 2, 2)
+    assert lb.schedule.warmup_epochs == 1.0
 
 
 def test_weight_norm_transfer_points_at_its_reference_run(tmp_path):
     planned = {p.run.label: p for p in plan_runs(get("p000_fig4").runs(SMOKE), str(tmp_path))}
     reference = planned["wd-all (reference)"]
     for label in ("wn-conv", "wd-fc + wn-conv"):
-        assert planned[label].config.weight_norm_reference == reference.results_path
+        assert planned[label].config.diagnostics.weight_norm_reference == reference.results_path
     order = list(planned)
     assert order.index("wd-all (reference)") < order.index("wn-conv")
 
@@ -225,13 +225,13 @@ def test_smoke_scale_is_mnist_with_full_grids_and_fits_the_budget(tmp_path):
     for name in names():
         runs = EXPERIMENTS[name].runs(SMOKE)
         for run in runs:
-            assert run.config.dataset == "mnist" and run.search is None, (name, run.label)
-            assert run.config.epochs == 2
+            assert run.config.data.dataset == "mnist" and run.search is None, (name, run.label)
+            assert run.config.schedule.epochs == 2
         keys |= {p.key for p in plan_runs(runs, str(tmp_path))}
     assert len(get("p000_table1").runs(SMOKE)) == 2 * 4 * 2   # BN/no BN × optimizers × decay
     assert len(get("p000_table3").runs(SMOKE)) == 3 * 3 * 2   # optimizers × batches × decay
-    assert {r.config.batch_size for r in get("p000_table3").runs(SMOKE)} == {128, 640, 2000}
-    assert {r.config.model for r in get("p002_table1").runs(SMOKE)} == {"mlp", "lenet"}
+    assert {r.config.schedule.batch_size for r in get("p000_table3").runs(SMOKE)} == {128, 640, 2000}
+    assert {r.config.model.name for r in get("p002_table1").runs(SMOKE)} == {"mlp", "lenet"}
     # ~15 s per run on two busy cores: 60 minutes hold at most ~200 runs; we plan far fewer.
     assert len(keys) <= 80
 
@@ -258,28 +258,30 @@ TABLE1_ROWS = {  # paper 000 table 1: (dataset, model, BN, augmentation)
 
 
 def _decays(run) -> bool:
-    return run.config.weight_decay > 0 or (run.search or {}).get("weight_decay") is not None
+    return run.config.optimizer.weight_decay > 0 or (run.search or {}).get("weight_decay") is not None
 
 
 def _check_000_common(run):
     config = run.config
-    kfac = config.optimizer.startswith("kfac")
-    assert config.bn_affine is False
-    assert config.train_split == "train_full" and config.evaluate_test  # retrain, then test
-    assert config.lr_decay_factor == pytest.approx(0.1)
+    kfac = config.optimizer.name.startswith("kfac")
+    assert config.model.bn_affine is False
+    assert config.data.train_split == "train_full" and config.data.evaluate_test  # retrain, then test
+    assert config.schedule.lr_decay_factor == pytest.approx(0.1)
     if kfac:
-        assert (config.epochs, config.lr_decay_every_epochs) in ((100, 40), (100, 0))
-        assert (config.damping, config.momentum, config.cov_decay, config.cov_every,
-                config.inv_every) == (1e-3, 0.9, 0.95, 10, 100)
-        assert config.kfac_init_batches == 50_000 // config.batch_size  # one pass
-        expected_clip = None if config.batch_norm else (
-            1e-4 if config.optimizer == "kfac_g" else 1e-5)
-        assert config.kl_clip == expected_clip
+        assert (config.schedule.epochs, config.schedule.lr_decay_every_epochs) in ((100, 40), (100, 0))
+        kfac = config.optimizer.kfac
+        assert (kfac.damping, config.optimizer.momentum, kfac.cov_decay, kfac.cov_every,
+                kfac.inv_every) == (1e-3, 0.9, 0.95, 10, 100)
+        assert config.optimizer.kfac.init_batches == 50_000 // config.schedule.batch_size  # one pass
+        expected_clip = None if config.model.batch_norm else (
+            1e-4 if config.optimizer.name == "kfac_g" else 1e-5)
+        assert config.optimizer.kfac.kl_clip == expected_clip
     else:
-        every = 80 if config.batch_size == 2000 else 60
-        assert (config.epochs, config.lr_decay_every_epochs) in ((200, every), (200, 0))
-    if config.model == "resnet32":
-        assert config.model_kwargs == {"width_factor": 4}
+        every = 80 if config.schedule.batch_size == 2000 else 60
+        assert (config.schedule.epochs, config.schedule.lr_decay_every_epochs) in (
+            (200, every), (200, 0))
+    if config.model.name == "resnet32":
+        assert config.model.kwargs == {"width_factor": 4}
 
 
 def test_paper_000_table1_matches_reference():
@@ -289,18 +291,20 @@ def test_paper_000_table1_matches_reference():
     for run in runs:
         config = run.config
         _check_000_common(run)
-        key = (config.dataset, config.model, config.batch_norm, config.augment)
+        key = (config.data.dataset, config.model.name, config.model.batch_norm, config.data.augment)
         seen.add(key)
-        assert config.batch_size == 128 and config.lr_scaling == "none"
+        assert config.schedule.batch_size == 128 and config.schedule.lr_scaling == "none"
         decays = _decays(run)
         if decays:
-            assert config.decay_type == ("l2" if config.optimizer == "sgd" else "decoupled")
-        authors = AUTHORS.get((*key[:2], config.optimizer, *key[2:]))
+            assert config.optimizer.decay_type == (
+                "l2" if config.optimizer.name == "sgd" else "decoupled")
+        authors = AUTHORS.get((*key[:2], config.optimizer.name, *key[2:]))
         if decays and authors is not None:
             lr, decay_type, gamma, clip = authors
             assert run.search is None
-            assert (config.learning_rate, config.decay_type, config.weight_decay,
-                    config.kl_clip) == (lr, decay_type, gamma, clip)
+            assert (config.optimizer.learning_rate, config.optimizer.decay_type,
+                    config.optimizer.weight_decay, config.optimizer.kfac.kl_clip) == (
+                lr, decay_type, gamma, clip)
         else:
             assert run.search and "learning_rate" in run.search
             assert ("weight_decay" in run.search) == decays
@@ -311,33 +315,35 @@ def test_paper_000_table1_matches_reference():
 
 def test_paper_000_figures_use_the_papers_settings():
     fig2 = get("p000_fig2").runs(PAPER)
-    assert {(r.config.optimizer, r.config.decay_group if _decays(r) else "none") for r in fig2} \
-        == {(o, g) for o in ("sgd", "adam") for g in ("none", "top", "rest", "all")}
+    assert {(r.config.optimizer.name, r.config.optimizer.decay_group if _decays(r) else "none")
+            for r in fig2} == {(o, g) for o in ("sgd", "adam")
+                               for g in ("none", "top", "rest", "all")}
     fig6 = get("p000_fig6").runs(PAPER)
-    assert {r.config.optimizer for r in fig6} == {"kfac_g", "kfac_f"}
-    assert {r.config.decay_group for r in fig6 if _decays(r)} == {"top", "rest", "all"}
+    assert {r.config.optimizer.name for r in fig6} == {"kfac_g", "kfac_f"}
+    assert {r.config.optimizer.decay_group for r in fig6 if _decays(r)} == {"top", "rest", "all"}
     for run in fig2 + fig6 + get("p000_fig3").runs(PAPER):
         _check_000_common(run)
-        assert run.config.batch_norm and run.config.augment
-    assert all("effective_lr" in r.config.diagnostics for r in get("p000_fig3").runs(PAPER))
-    assert all("effective_damping" in r.config.diagnostics for r in get("p000_fig7").runs(PAPER))
+        assert run.config.model.batch_norm and run.config.data.augment
+    assert all("effective_lr" in r.config.diagnostics.names for r in get("p000_fig3").runs(PAPER))
+    assert all("effective_damping" in r.config.diagnostics.names for r in get("p000_fig7").runs(PAPER))
     fig4 = {run.label: run for run in get("p000_fig4").runs(PAPER)}
     for label in ("wn-conv", "wd-fc + wn-conv"):
         assert fig4[label].reference == fig4["wd-all (reference)"].key
-        assert fig4[label].config.weight_norm_reference is None  # the runner fills it in
-        assert fig4[label].config.weight_norm_layers == "conv"
-        assert fig4[label].config.learning_rate == 0.1  # the decayed run's rate (SGD VGG16)
-    assert fig4["wd-fc + wn-conv"].config.decay_group == "top"
-    assert "weight_norms" in fig4["wd-all (reference)"].config.diagnostics
+        assert fig4[label].config.diagnostics.weight_norm_reference is None  # the runner fills it in
+        assert fig4[label].config.diagnostics.weight_norm_layers == "conv"
+        assert fig4[label].config.optimizer.learning_rate == 0.1  # the decayed run's rate (SGD VGG16)
+    assert fig4["wd-fc + wn-conv"].config.optimizer.decay_group == "top"
+    assert "weight_norms" in fig4["wd-all (reference)"].config.diagnostics.names
     fig5 = get("p000_fig5").runs(PAPER)
-    assert {(r.config.dataset, r.config.model, r.config.model_kwargs.get("depth")) for r in fig5} \
-        == ({("mnist", "mlp", d) for d in (1, 2, 3, 4)}
+    assert {(r.config.data.dataset, r.config.model.name, r.config.model.kwargs.get("depth"))
+            for r in fig5} == ({("mnist", "mlp", d) for d in (1, 2, 3, 4)}
             | {("cifar10", m, None) for m in ("vgg11", "vgg13", "vgg16", "vgg19")})
-    assert all(not r.config.batch_norm and "jacobian_norm" in r.config.diagnostics for r in fig5)
+    assert all(not r.config.model.batch_norm and "jacobian_norm" in r.config.diagnostics.names
+               for r in fig5)
     table2 = get("p000_table2").runs(PAPER)
-    assert {(r.config.model, r.config.optimizer) for r in table2} == {
+    assert {(r.config.model.name, r.config.optimizer.name) for r in table2} == {
         (m, o) for m in ("vgg16", "resnet32") for o in ("sgd", "kfac_g")}
-    assert all(not r.config.batch_norm for r in table2)
+    assert all(not r.config.model.batch_norm for r in table2)
 
 
 def test_paper_000_large_batches_and_timing_runs():
@@ -346,19 +352,20 @@ def test_paper_000_large_batches_and_timing_runs():
     for run in table3:
         config = run.config
         _check_000_common(run)
-        assert config.batch_norm and config.augment
-        assert config.batch_size in (128, 640, 2000)
-        if config.batch_size != 128:  # Hoffer et al.'s square-root range adjustment
-            assert (config.lr_scaling, config.base_batch_size) == ("sqrt", 128)
+        assert config.model.batch_norm and config.data.augment
+        assert config.schedule.batch_size in (128, 640, 2000)
+        if config.schedule.batch_size != 128:  # Hoffer et al.'s square-root range adjustment
+            assert (config.schedule.lr_scaling, config.schedule.base_batch_size) == ("sqrt", 128)
             assert run.search is not None
-    sgd_2000 = [r for r in table3 if r.config.optimizer == "sgd" and r.config.batch_size == 2000]
-    assert {r.config.lr_decay_every_epochs for r in sgd_2000} == {80}
+    sgd_2000 = [r for r in table3
+                if r.config.optimizer.name == "sgd" and r.config.schedule.batch_size == 2000]
+    assert {r.config.schedule.lr_decay_every_epochs for r in sgd_2000} == {80}
     fig8 = get("p000_fig8_9").runs(PAPER)
     for run in fig8:
-        kfac = run.config.optimizer.startswith("kfac")
-        assert run.config.batch_size == (640 if kfac else 128)
-        assert (run.config.lr_decay_every_epochs == 0) == kfac  # constant LR for K-FAC
-        assert run.config.diagnostics == []  # wall-clock time without measurements
+        kfac = run.config.optimizer.name.startswith("kfac")
+        assert run.config.schedule.batch_size == (640 if kfac else 128)
+        assert (run.config.schedule.lr_decay_every_epochs == 0) == kfac  # constant LR for K-FAC
+        assert run.config.diagnostics.names == []  # wall-clock time without measurements
 
 
 # ----------------------------------------------------------------------- paper scale: 002
@@ -370,23 +377,24 @@ NOISE = {"sb": "none", "lb_gbn": "none", "trace": "trace", "diag_f": "diag_fishe
 def _check_002(run, scaling="linear"):
     config = run.config
     regime = run.key.regime
-    assert config.epochs == 200 and config.batch_norm and not config.bn_affine
-    assert config.noise == NOISE[regime]
-    assert config.small_batch_size == 128 and config.noise_until_epoch == 50
+    assert config.schedule.epochs == 200 and config.model.batch_norm and not config.model.bn_affine
+    assert config.noise.kind == NOISE[regime]
+    assert config.schedule.small_batch_size == 128 and config.noise.until_epoch == 50
     assert run.seeds == (0, 1, 2)  # confidence intervals over 3 seeds
-    assert config.augment == config.dataset.startswith("cifar")
+    assert config.data.augment == config.data.dataset.startswith("cifar")
     if regime == "sb":
-        assert config.batch_size == 128 and config.ghost_batch_size is None
+        assert config.schedule.batch_size == 128 and config.model.ghost_batch_size is None
     else:
-        assert config.batch_size == 4096 and config.ghost_batch_size == 128
-        assert (config.lr_scaling, config.base_batch_size, config.warmup_epochs) == (
+        assert config.schedule.batch_size == 4096 and config.model.ghost_batch_size == 128
+        schedule = config.schedule
+        assert (schedule.lr_scaling, schedule.base_batch_size, schedule.warmup_epochs) == (
             scaling, 128, 5.0)
-    assert config.small_batch_epochs == (50 if regime == "batch_change" else 0)
+    assert config.schedule.small_batch_epochs == (50 if regime == "batch_change" else 0)
 
 
 def test_paper_002_tables_match_reference():
     table1 = get("p002_table1").runs(PAPER)
-    rows = {(r.config.dataset, r.config.model, r.config.model_kwargs.get("width_factor"))
+    rows = {(r.config.data.dataset, r.config.model.name, r.config.model.kwargs.get("width_factor"))
             for r in table1}
     assert rows == {("mnist", "mlp", None), ("mnist", "lenet", None),
                     ("fashion_mnist", "lenet", None), ("cifar10", "alexnet", None),
@@ -405,18 +413,18 @@ def test_paper_002_tables_match_reference():
 def test_paper_002_figure3_uses_one_learning_rate_and_records_its_diagnostics():
     runs = get("p002_fig3").runs(PAPER)
     abc = [r for r in runs if r.key.panel == "abc"]
-    assert {(r.config.noise, r.config.batch_size) for r in abc} == {
+    assert {(r.config.noise.kind, r.config.schedule.batch_size) for r in abc} == {
         ("none", 128), ("none", 4096), ("full_fisher", 4096), ("diag_fisher", 4096),
         ("kfac", 4096)}
     for run in abc:
-        assert (run.config.dataset, run.config.model) == ("cifar10", "resnet44")
-        assert run.config.lr_scaling == "none" and run.config.warmup_epochs == 0
-        assert run.config.ghost_batch_size is None
-        assert "gradient_variance" in run.config.diagnostics
-    assert any("fisher_norms" in r.config.diagnostics for r in abc)
+        assert (run.config.data.dataset, run.config.model.name) == ("cifar10", "resnet44")
+        assert run.config.schedule.lr_scaling == "none" and run.config.schedule.warmup_epochs == 0
+        assert run.config.model.ghost_batch_size is None
+        assert "gradient_variance" in run.config.diagnostics.names
+    assert any("fisher_norms" in r.config.diagnostics.names for r in abc)
     eigen = [r for r in runs if r.key.panel is None]
-    assert all("hessian_eigenvalue" in r.config.diagnostics for r in eigen)
-    assert {(r.config.dataset, r.config.model) for r in eigen} == {
+    assert all("hessian_eigenvalue" in r.config.diagnostics.names for r in eigen)
+    assert {(r.config.data.dataset, r.config.model.name) for r in eigen} == {
         ("cifar10", "resnet44"), ("cifar100", "resnet44"), ("cifar10", "vgg16"),
         ("cifar100", "vgg16")}
 
@@ -430,27 +438,27 @@ MNIST_PAPER_GRID = {"learning_rate": (0.05, 0.1, 0.2)}
 
 def test_mnist_paper_scale_is_table1s_mnist_rows_at_the_papers_settings():
     runs = get("p002_table1").runs(MNIST_PAPER)
-    assert {(r.config.dataset, r.config.model) for r in runs} == {("mnist", "mlp"),
+    assert {(r.config.data.dataset, r.config.model.name) for r in runs} == {("mnist", "mlp"),
                                                                   ("mnist", "lenet")}
     assert {r.key.regime for r in runs} == {"sb", "lb_gbn", "trace", "diag_f"}
     assert len(runs) == 8
     for run in runs:
         _check_002(run)  # 200 epochs, M_S 128, M_L 4096 + GBN 128, linear + warm-up, noise 50
         config = run.config
-        assert config.lr_decay_every_epochs == 60 and config.lr_decay_factor == 0.1
-        assert not config.augment and config.evaluate_test
+        assert config.schedule.lr_decay_every_epochs == 60 and config.schedule.lr_decay_factor == 0.1
+        assert not config.data.augment and config.data.evaluate_test
         # The seeds train on the split whose held-out 5k chose their learning rate.
-        assert config.train_split == "train"
+        assert config.data.train_split == "train"
         assert dict(run.search) == MNIST_PAPER_GRID and run.search_once
         assert {"hessian_eigenvalue", "fisher_norms", "gradient_variance"} <= set(
-            config.diagnostics)
+            config.diagnostics.names)
     # One network per row, the same for every regime.
     for model in ("mlp", "lenet"):
-        kwargs = {json.dumps(r.config.model_kwargs, sort_keys=True) for r in runs
-                  if r.config.model == model}
+        kwargs = {json.dumps(r.config.model.kwargs, sort_keys=True) for r in runs
+                  if r.config.model.name == model}
         assert len(kwargs) == 1
-    mlp = next(r.config for r in runs if r.config.model == "mlp")
-    assert mlp.model_kwargs["depth"] == 2
+    mlp = next(r.config for r in runs if r.config.model.name == "mlp")
+    assert mlp.model.kwargs["depth"] == 2
 
 
 def test_mnist_paper_grid_scales_linearly_to_the_large_batch():
@@ -464,7 +472,7 @@ def test_mnist_paper_grid_scales_linearly_to_the_large_batch():
 
 def test_mnist_paper_networks_select_rows_and_bad_scales_fail_early(tmp_path):
     runs = get("p002_table1").runs(Scale("mnist_paper", networks=("mlp",)))
-    assert {r.config.model for r in runs} == {"mlp"} and len(runs) == 4
+    assert {r.config.model.name for r in runs} == {"mlp"} and len(runs) == 4
     with pytest.raises(ValueError, match="networks"):
         Scale("mnist_paper", networks=("resnet",))
     with pytest.raises(ValueError, match="networks"):

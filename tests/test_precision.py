@@ -178,10 +178,10 @@ def test_dtype_policy_restores_the_previous_policy():
                                                  ("mixed_float16", "custom", "diag_fisher"),
                                                  ("mixed_bfloat16", "fit", "none")])
 def test_train_runs_under_the_policy_on_real_mnist(tmp_path, policy, loop, noise):
-    config = TrainConfig(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 32},
-                         optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=512,
-                         small_batch_size=128, noise=noise, epochs=1, loop=loop,
-                         dtype_policy=policy, seed=0, verbose=0)
+    config = TrainConfig.from_flat(dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 32},
+                                   optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=512,
+                                   small_batch_size=128, noise=noise, epochs=1, loop=loop,
+                                   dtype_policy=policy, seed=0, verbose=0)
     results = train(config, str(tmp_path))
     assert results["final"]["test_accuracy"] > 0.85
     assert keras.mixed_precision.global_policy().name == "float32"  # restored

@@ -49,9 +49,9 @@ def test_a_recorded_callback_must_say_what_it_records_per_epoch():
 
 def test_train_records_and_resumes_only_recorded_callbacks(tmp_path):
     first = OutputKernelNorm()
-    train(TrainConfig(**TINY, epochs=1), str(tmp_path), callbacks=[first, LooksRecorded()])
+    train(TrainConfig.from_flat(**TINY, epochs=1), str(tmp_path), callbacks=[first, LooksRecorded()])
     resumed = OutputKernelNorm()  # a new process would build a new callback
-    results = train(TrainConfig(**TINY, epochs=2), str(tmp_path), callbacks=[resumed])
+    results = train(TrainConfig.from_flat(**TINY, epochs=2), str(tmp_path), callbacks=[resumed])
     with open(os.path.join(tmp_path, "results.json")) as handle:
         on_disk = json.load(handle)
     assert set(on_disk["diagnostics"]) == {"output_kernel_norm"}

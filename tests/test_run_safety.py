@@ -51,7 +51,7 @@ def test_results_json_has_null_for_non_finite_numbers_and_names_them(tmp_path):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_config_rejects_non_finite_numbers(field, value):
     with pytest.raises(ValueError, match=f"{field} must be a finite number"):
-        TrainConfig(**{field: value}).validate()
+        TrainConfig.from_flat(**{field: value}).validate()
 
 
 def test_launcher_name_lists_agree_with_the_registries():
@@ -69,11 +69,11 @@ def test_kfac_inverse_and_low_rank_flags_reach_the_optimizer():
 
     assert config_lib.KFAC_INVERSES == INVERSE_METHODS
     assert config_lib.KFAC_LOW_RANK == LOW_RANK_MODES
-    config = TrainConfig(optimizer="kfac_g", inverse="eigh", low_rank="never").validate()
+    config = TrainConfig.from_flat(optimizer="kfac_g", inverse="eigh", low_rank="never").validate()
     optimizer = make_optimizer(config, 0.1)
     assert (optimizer.block_options.inverse, optimizer.low_rank) == ("eigh", "never")
     with pytest.raises(ValueError, match="inverse='lu' is not one of"):
-        TrainConfig(inverse="lu").validate()
+        TrainConfig.from_flat(inverse="lu").validate()
 
 
 _FLAG_CHECK = """
@@ -108,7 +108,7 @@ def test_flag_and_data_errors_come_before_tensorflow_is_imported(tmp_path, flag,
 
 def _fake_run(workdir, **fields):
     """A workdir as train() leaves it after an epoch: config.json, results.json, a checkpoint."""
-    config = TrainConfig(**{**TINY, **fields})
+    config = TrainConfig.from_flat(**{**TINY, **fields})
     os.makedirs(workdir / "checkpoints")
     (workdir / "checkpoints" / "checkpoint").write_text("")
     config.save(workdir / "config.json")
@@ -120,22 +120,40 @@ def _fake_run(workdir, **fields):
 def test_rerun_with_other_settings_is_refused_naming_fields_and_the_way_out(tmp_path):
     _fake_run(tmp_path, learning_rate=0.05)
     with pytest.raises(workdir_lib.WorkdirError) as error:
-        workdir_lib.prepare_workdir(TrainConfig(**{**TINY, "learning_rate": 0.1,
-                                                   "model_kwargs": {"width": 8}}), str(tmp_path))
+        workdir_lib.prepare_workdir(TrainConfig.from_flat(**{**TINY, "learning_rate": 0.1,
+                                                             "model_kwargs": {"width": 8}}),
+                                    str(tmp_path))
     assert "learning_rate: 0.05 -> 0.1" in str(error.value)
     assert "model_kwargs" in str(error.value) and "--overwrite" in str(error.value)
 
 
 def test_rerun_may_change_epochs_and_cosmetic_fields(tmp_path):
     config = _fake_run(tmp_path, epochs=2)
-    workdir_lib.prepare_workdir(TrainConfig(**{**config.to_dict(), "epochs": 5, "verbose": 2,
-                                               "data_dir": "/elsewhere"}), str(tmp_path))
+    workdir_lib.prepare_workdir(config.replace(epochs=5, verbose=2, data_dir="/elsewhere"),
+                                str(tmp_path))
+
+
+def test_a_run_saved_with_the_old_flat_config_resumes_with_the_nested_one(tmp_path):
+    from test_config import OLD_FIELDS, OLD_FLAT_CONFIG_JSON
+
+    config = _fake_run(tmp_path, **OLD_FIELDS)
+    (tmp_path / "config.json").write_text(OLD_FLAT_CONFIG_JSON)  # as earlier versions wrote it
+    workdir_lib.prepare_workdir(config, str(tmp_path))  # no refusal
+    (tmp_path / "config.json").unlink()  # then results.json's config is the saved one
+    write_json_atomically(str(tmp_path / "results.json"), {
+        "config": json.loads(OLD_FLAT_CONFIG_JSON), "epochs": [{}], "status": "running"})
+    workdir_lib.prepare_workdir(config.replace(epochs=3), str(tmp_path))
+    with pytest.raises(workdir_lib.WorkdirError, match="shard_inverses: True -> False"):
+        workdir_lib.prepare_workdir(config.replace(shard_inverses=False), str(tmp_path))
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"lr": 0.05}}))
+    with pytest.raises(workdir_lib.WorkdirError, match=r"cannot read.*\['lr'\].*--overwrite"):
+        workdir_lib.prepare_workdir(config, str(tmp_path))
 
 
 def test_overwrite_deletes_only_the_runs_files(tmp_path):
     _fake_run(tmp_path, learning_rate=0.05)
     (tmp_path / "notes.txt").write_text("mine")
-    workdir_lib.prepare_workdir(TrainConfig(**TINY), str(tmp_path), overwrite=True)
+    workdir_lib.prepare_workdir(TrainConfig.from_flat(**TINY), str(tmp_path), overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
@@ -144,7 +162,7 @@ def test_unreadable_config_is_refused_naming_the_files(tmp_path):
     (tmp_path / "config.json").write_text("{garbage")
     (tmp_path / "results.json").unlink()
     with pytest.raises(workdir_lib.WorkdirError, match="config.json is unreadable.*JSONDecodeError"):
-        workdir_lib.prepare_workdir(TrainConfig(**TINY), str(tmp_path))
+        workdir_lib.prepare_workdir(TrainConfig.from_flat(**TINY), str(tmp_path))
 
 
 def test_workdir_that_is_a_file_or_cannot_be_created_is_refused(tmp_path):
@@ -217,8 +235,9 @@ def test_diverging_run_exits_non_zero_with_valid_results_and_refuses_other_flags
 
 
 def test_kfac_divergence_between_inverse_steps_is_caught_in_the_custom_loop(tmp_path):
-    config = TrainConfig(**{**TINY, "epochs": 1}, optimizer="kfac_g", learning_rate=100.0,
-                         inv_every=1000, kfac_init_batches=1, loop="custom")
+    config = TrainConfig.from_flat(**{**TINY, "epochs": 1}, optimizer="kfac_g",
+                                   learning_rate=100.0, inv_every=1000, kfac_init_batches=1,
+                                   loop="custom")
     results = train(config, str(tmp_path))
     assert results["status"] == "diverged"
     assert results["divergence"]["global_step"] < 1000  # before K-FAC's next inverse step
@@ -226,7 +245,7 @@ def test_kfac_divergence_between_inverse_steps_is_caught_in_the_custom_loop(tmp_
 
 
 def test_corrupt_newest_checkpoint_and_results_fall_back_and_rebuild(tmp_path):
-    config = TrainConfig(**{**TINY, "epochs": 2}, optimizer="sgd", learning_rate=0.1)
+    config = TrainConfig.from_flat(**{**TINY, "epochs": 2}, optimizer="sgd", learning_rate=0.1)
     first = train(config, str(tmp_path))
     logs = os.listdir(tmp_path / "logs" / "epochs")
     assert len(logs) == 1  # one TensorBoard event file for the whole run
@@ -240,7 +259,7 @@ def test_corrupt_newest_checkpoint_and_results_fall_back_and_rebuild(tmp_path):
     (tmp_path / "results.json").write_text('{"epochs": [')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resumed = train(TrainConfig(**{**config.to_dict(), "epochs": 3}), str(tmp_path))
+        resumed = train(config.replace(epochs=3), str(tmp_path))
     messages = [str(w.message) for w in caught]
     assert any("ckpt-2" in m and "ckpt-1" in m for m in messages), messages
     assert any("results.json is unreadable" in m and "rebuilt" in m for m in messages), messages

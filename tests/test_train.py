@@ -24,14 +24,17 @@ def _results(workdir):
 
 
 def test_one_epoch_mlp_on_real_mnist_reaches_95_percent(tmp_path):
-    config = TrainConfig(dataset="mnist", model="mlp", model_kwargs={"depth": 2, "width": 256},
-                         optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-                         epochs=1, batch_size=128, seed=0, verbose=0)
+    config = TrainConfig.from_flat(dataset="mnist", model="mlp",
+                                   model_kwargs={"depth": 2, "width": 256}, optimizer="sgd",
+                                   learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+                                   epochs=1, batch_size=128, seed=0, verbose=0)
     results = train(config, str(tmp_path))
     final = results["final"]
     assert final["test_accuracy"] >= 0.95
     on_disk = _results(tmp_path)
-    assert on_disk["status"] == "finished" and on_disk["config"]["optimizer"] == "sgd"
+    assert on_disk["status"] == "finished"
+    assert on_disk["config"]["optimizer"]["name"] == "sgd"  # saved nested, read back whole
+    assert TrainConfig.from_dict(on_disk["config"]) == config
     for key in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy",
                 "test_loss", "test_accuracy", "learning_rate", "wall_time_seconds"):
         assert np.isfinite(on_disk["epochs"][0][key]), key
@@ -105,6 +108,25 @@ def test_launcher_enum_flags_reject_unknown_values():
         flags.FLAGS["optimizer"].parse("rmsprop")
 
 
+def test_every_config_field_is_a_flag_of_its_flat_name():
+    from tfwd.train.config import FLAT_FIELDS
+
+    # --lr sets learning_rate; --depth, --width, ... fill model_kwargs; evaluate_test is set
+    # by the tuner's protocol, not by a flag.
+    assert set(FLAT_FIELDS) - {"learning_rate", "model_kwargs", "evaluate_test"} \
+        <= set(flags.FLAGS)
+
+
+@pytest.mark.parametrize("flag_values, sharded", [({}, True), ({"shard_inverses": False}, False)])
+def test_shard_inverses_flag_reaches_the_optimizer(flag_values, sharded):
+    from tfwd.train.build import make_optimizer
+
+    with flagsaver.flagsaver(optimizer="kfac_g", **flag_values):
+        config = launcher.config_from_flags().validate()
+    assert config.optimizer.kfac.shard_inverses is sharded
+    assert make_optimizer(config, 0.1).shard_inverses is sharded
+
+
 def _mnist_like(seed):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(96, 28, 28, 1)).astype("float32"), rng.integers(0, 10, 96)
@@ -141,11 +163,11 @@ def test_kfac_keras_file_reload_continues_training_exactly(tmp_path):
 def test_large_batch_recipes_run_through_train(tmp_path):
     # Batch change (1 epoch at 128, then 1024), ghost BN, sqrt LR scaling with warm-up and
     # diagonal-Fisher noise, all at once, through the custom strategy.run loop.
-    config = TrainConfig(dataset="mnist", model="mlp", model_kwargs=TINY_MLP, batch_norm=True,
-                         ghost_batch_size=128, optimizer="sgd", learning_rate=0.05,
-                         batch_size=1024, small_batch_size=128, small_batch_epochs=1,
-                         noise="diag_fisher", noise_until_epoch=1, lr_scaling="sqrt",
-                         warmup_epochs=0.5, epochs=2, loop="custom", seed=0, verbose=0)
+    config = TrainConfig.from_flat(dataset="mnist", model="mlp", model_kwargs=TINY_MLP, batch_norm=True,
+                                   ghost_batch_size=128, optimizer="sgd", learning_rate=0.05,
+                                   batch_size=1024, small_batch_size=128, small_batch_epochs=1,
+                                   noise="diag_fisher", noise_until_epoch=1, lr_scaling="sqrt",
+                                   warmup_epochs=0.5, epochs=2, loop="custom", seed=0, verbose=0)
     results = train(config, str(tmp_path))
     first, second = results["epochs"]
     # The recorded LR is the rate of each epoch's last step: √(128/128)·0.05, then √(1024/128)·0.05.

@@ -38,7 +38,7 @@ SUBPROCESS_TIMEOUT_SECONDS = 600  # each run takes well under a minute; generous
 
 def tiny_base(**overrides) -> TrainConfig:
     values = dict(dataset="mnist", model="mlp", model_kwargs=dict(TINY_MLP), epochs=1, verbose=0)
-    return TrainConfig(**{**values, **overrides})
+    return TrainConfig.from_flat(**{**values, **overrides})
 
 
 def as_points(entries) -> list[dict]:
@@ -235,8 +235,8 @@ def test_search_scores_on_held_out_data_then_retrains_on_all_and_tests_once(
         trial_dir = tmp_path / "trials" / f"trial_{entry['trial_id']}"
         with open(trial_dir / "results.json") as f:
             results = json.load(f)
-        assert results["config"]["train_split"] == "train"
-        assert results["config"]["evaluate_test"] is False
+        assert results["config"]["data"]["train_split"] == "train"
+        assert results["config"]["data"]["evaluate_test"] is False
         assert "test_accuracy" not in results["epochs"][-1]
         # The score is the final epoch's held-out accuracy.
         assert entry["validation_accuracy"] == results["epochs"][-1]["validation_accuracy"]
@@ -244,9 +244,10 @@ def test_search_scores_on_held_out_data_then_retrains_on_all_and_tests_once(
     # Retraining: the best point, all 60,000 official training examples, the test set.
     with open(tmp_path / "retrain" / "results.json") as f:
         retrained = json.load(f)
+    retrained_config = TrainConfig.from_dict(retrained["config"]).flat()
     for field, value in best["values"].items():
-        assert retrained["config"][field] == value
-    assert retrained["config"]["train_split"] == "train_full"
+        assert retrained_config[field] == value
+    assert retrained_config["train_split"] == "train_full"
     assert report["test_accuracy"] == retrained["final"]["test_accuracy"]
     assert 0.9 < report["test_accuracy"] <= 1.0
 
@@ -282,7 +283,7 @@ def test_trials_run_under_a_mirrored_strategy(tmp_path, decoded_once):
                         grid={"learning_rate": (0.1,)}, retrain_best=False)
     assert report["trials"][0]["status"] == "COMPLETED"
     with open(tmp_path / "trials" / "trial_0" / "config.json") as f:
-        assert json.load(f)["num_replicas"] == 2
+        assert json.load(f)["runtime"]["num_replicas"] == 2
 
 
 def _tune_command(directory, grid=GRID_FLAG):

@@ -1,7 +1,7 @@
 """Hyper-parameter search: grid search on the held-out split, retraining, test accuracy.
 
     report = tfwd.tuning.run_search(
-        TrainConfig(dataset="mnist", model="mlp", optimizer="sgd", epochs=10),
+        TrainConfig.from_flat(dataset="mnist", model="mlp", optimizer="sgd", epochs=10),
         directory="runs/search_sgd",
         grid={"learning_rate": (0.3, 0.1, 0.03), "weight_decay": (1e-3, 1e-4)})
     report["best"], report["test_accuracy"]      # also in runs/search_sgd/search.{json,md}

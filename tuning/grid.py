@@ -1,6 +1,7 @@
 """The hyper-parameter grid of a search: values per TrainConfig field, parsed, checked, enumerated.
 
-A grid maps TrainConfig field names to the tuple of values to try, e.g.
+A grid maps TrainConfig fields, by flat name (``tfwd.train.config.FLAT_FIELDS``, the flags'
+names), to the tuple of values to try, e.g.
 ``{"learning_rate": (0.3, 0.1, 0.03), "weight_decay": (1e-2, 1e-3)}``; the search trains every
 point of the Cartesian product (paper 000, appendix A: grid search on a held-out 5k split).
 Fields not in the grid keep the value of the search's base config.
@@ -31,7 +32,6 @@ lists the rescaled grid.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 from tfwd.optimizers import scaled_learning_rate
@@ -162,14 +162,14 @@ def grid_points(grid: Grid) -> list[dict]:
 
 def point_config(base: TrainConfig, point: dict) -> TrainConfig:
     """``base`` with the point's values (a copy; ``base`` is unchanged)."""
-    return dataclasses.replace(base, **point)
+    return base.replace(**point)
 
 
 def check_grid(grid: Grid, base: TrainConfig) -> None:
-    """Raise GridError unless every point of ``grid`` is a valid run of ``base.optimizer``."""
+    """Raise GridError unless every point of ``grid`` is a valid run of ``base.optimizer.name``."""
     for field in grid:
-        if base.optimizer not in TUNABLE_FIELDS[field]:
-            raise GridError(f"{field} has no effect on optimizer {base.optimizer!r} (it acts "
+        if base.optimizer.name not in TUNABLE_FIELDS[field]:
+            raise GridError(f"{field} has no effect on optimizer {base.optimizer.name!r} (it acts "
                             f"on {', '.join(TUNABLE_FIELDS[field])}); remove it from the grid.")
     for point in grid_points(grid):
         try:
@@ -179,7 +179,7 @@ def check_grid(grid: Grid, base: TrainConfig) -> None:
 
 
 def effective_learning_rates(grid: Grid, base: TrainConfig) -> tuple[float, ...]:
-    """The grid's learning rates as trials apply them (rescaled to ``base.batch_size``)."""
-    rates = grid.get("learning_rate", (base.learning_rate,))
-    return tuple(scaled_learning_rate(rate, base.batch_size, base.base_batch_size,
-                                      base.lr_scaling) for rate in rates)
+    """The grid's learning rates as trials apply them (rescaled to ``base.schedule.batch_size``)."""
+    rates = grid.get("learning_rate", (base.optimizer.learning_rate,))
+    return tuple(scaled_learning_rate(rate, base.schedule.batch_size, base.schedule.base_batch_size,
+                                      base.schedule.lr_scaling) for rate in rates)

@@ -13,7 +13,6 @@ reports a single value (one step) and the best epoch is recorded beside it for i
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import keras
@@ -31,15 +30,15 @@ TRIAL_METRICS = (OBJECTIVE.name, "best_epoch", "best_epoch_validation_accuracy",
 
 def search_config(base: TrainConfig, point: dict) -> TrainConfig:
     """The trial of ``point``: trained on ``train``, scored on validation, test never read."""
-    return dataclasses.replace(point_config(base, point), train_split="train",
-                               evaluate_test=False)
+    return point_config(base, point).replace(train_split="train",
+                                             evaluate_test=False)
 
 
 def retraining_config(base: TrainConfig, point: dict) -> TrainConfig:
     """The final run of ``point``: trained on ``train_full`` (train + validation), and tested
     once, after its last epoch (paper 000, appendix A)."""
-    return dataclasses.replace(point_config(base, point), train_split="train_full",
-                               evaluate_test=True, test_every_epoch=False)
+    return point_config(base, point).replace(train_split="train_full",
+                                             evaluate_test=True, test_every_epoch=False)
 
 
 def trial_metrics(results: dict, trial_seconds: float) -> dict:

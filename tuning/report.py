@@ -4,7 +4,7 @@
   ``objective``     what trials are scored by (final-epoch held-out accuracy, direction max),
   ``grid``          {field: [values]} in enumeration order,
   ``learning_rate_scaling``  rule, batch sizes and the grid's rates as trials apply them,
-  ``base_config``   the TrainConfig every trial starts from (``tfwd.train.TrainConfig.to_dict``),
+  ``base_config``   the TrainConfig every trial starts from (nested, ``TrainConfig.to_dict``),
   ``trials``        one entry per grid point, by trial id: ``trial_id``, ``status`` (COMPLETED
                     or FAILED), ``values``, ``validation_accuracy`` (the score), ``best_epoch``,
                     ``best_epoch_validation_accuracy``, ``train_seconds``, ``trial_seconds``,
@@ -20,6 +20,7 @@ import os
 
 from keras_tuner.engine import trial as trial_lib
 
+from tfwd.train.config import TrainConfig
 from tfwd.train.files import write_json_atomically
 from tfwd.tuning.hypermodel import OBJECTIVE, TRIAL_METRICS
 
@@ -55,14 +56,14 @@ def markdown(report: dict) -> str:
     """``search.md``: the protocol, the table (best trial in bold) and the test accuracy."""
     fields = list(report["grid"])
     scaling = report["learning_rate_scaling"]
-    base = report["base_config"]
+    base = TrainConfig.from_dict(report["base_config"])
     lines = [
         "# Hyper-parameter search",
         "",
-        f"{base['dataset']} / {base['model']} / {base['optimizer']}, epochs: {base['epochs']}, "
-        f"batch size: {base['batch_size']}. Trials train on `train` and are scored by the "
-        f"**final-epoch** accuracy on the held-out `validation` split; the test set is not read "
-        "during the search.",
+        f"{base.data.dataset} / {base.model.name} / {base.optimizer.name}, epochs: "
+        f"{base.schedule.epochs}, batch size: {base.schedule.batch_size}. Trials train on "
+        "`train` and are scored by the **final-epoch** accuracy on the held-out `validation` "
+        "split; the test set is not read during the search.",
     ]
     if scaling["rule"] != "none":
         lines.append(

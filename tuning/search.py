@@ -50,26 +50,36 @@ class SearchSetupError(ValueError):
 
 
 def _comparable(config: TrainConfig) -> dict:
-    values = json.loads(json.dumps(config.to_dict()))  # tuples become lists, as when loaded
+    """The flat fields that change a run's numbers, as JSON gives them back (lists)."""
+    values = json.loads(json.dumps(config.flat()))
     return {k: v for k, v in values.items() if k not in COSMETIC_FIELDS}
+
+
+def _saved_comparable(saved: dict, path: str) -> dict:
+    """``_comparable`` of a saved config (nested, or flat as earlier versions wrote it)."""
+    try:
+        return _comparable(TrainConfig.from_dict(saved))
+    except ValueError as error:
+        raise SearchSetupError(f"{path}: {error} Use a new --directory.") from error
 
 
 def check_settings(directory: str, base: TrainConfig, grid: Grid) -> None:
     """Record the search's settings in ``directory``, or check a rerun against them."""
-    settings = {"base_config": _comparable(base), "grid": {k: list(v) for k, v in grid.items()}}
+    grid_lists = {k: list(v) for k, v in grid.items()}
     path = os.path.join(directory, SETTINGS_FILE)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved != settings:
-            changed = sorted(k for k in set(saved["base_config"]) | set(settings["base_config"])
-                             if saved["base_config"].get(k) != settings["base_config"].get(k))
-            if saved["grid"] != settings["grid"]:
-                changed.append("grid")
+        before, current = _saved_comparable(saved["base_config"], path), _comparable(base)
+        changed = sorted(k for k in current if before[k] != current[k])
+        if saved["grid"] != grid_lists:
+            changed.append("grid")
+        if changed:
             raise SearchSetupError(
                 f"{directory} holds a search with other settings (differing: {changed}); "
                 "rerun it with its original flags, or use a new --directory.")
         return
+    settings = {"base_config": base.to_dict(), "grid": grid_lists}
     write_json_atomically(path, settings, indent=2, sort_keys=True)
 
 
@@ -82,7 +92,7 @@ def _finished_run(workdir: str, config: TrainConfig) -> dict | None:
         results = json.load(f)
     if results.get("status") != "finished":
         return None
-    saved = {k: v for k, v in results["config"].items() if k not in COSMETIC_FIELDS}
+    saved = _saved_comparable(results["config"], path)
     return results if saved == _comparable(config) else None
 
 
@@ -91,8 +101,8 @@ def retrain(base: TrainConfig, point: dict, workdir: str) -> dict:
     config = retraining_config(base, point)
     results = _finished_run(workdir, config)
     if results is None:
-        print(f"retraining {describe_point(point)} on train_full for {config.epochs} epochs "
-              f"in {workdir}", flush=True)
+        print(f"retraining {describe_point(point)} on train_full for "
+              f"{config.schedule.epochs} epochs in {workdir}", flush=True)
         keras.backend.clear_session()
         results = train_with_diagnostics(config, workdir)
     return results
@@ -106,8 +116,8 @@ def _report(base: TrainConfig, grid: Grid, entries: list, best: dict | None,
                       "definition": "final-epoch accuracy on the held-out validation split"},
         "grid": {field: list(values) for field, values in grid.items()},
         "learning_rate_scaling": {
-            "rule": base.lr_scaling, "batch_size": base.batch_size,
-            "base_batch_size": base.base_batch_size,
+            "rule": base.schedule.lr_scaling, "batch_size": base.schedule.batch_size,
+            "base_batch_size": base.schedule.base_batch_size,
             "effective_learning_rates": list(effective_learning_rates(grid, base)),
         },
         "base_config": base.to_dict(),
@@ -140,9 +150,9 @@ def run_search(base: TrainConfig, directory: str, grid: Grid | None = None,
         searched (before any training).
       RuntimeError: no trial completed (the table with their errors is written first).
     """
-    grid = dict(grid or default_grid(base.optimizer, base.decay_type))
+    grid = dict(grid or default_grid(base.optimizer.name, base.optimizer.decay_type))
     check_grid(grid, base)
-    if base.strategy == "multi_worker":
+    if base.runtime.strategy == "multi_worker":
         raise SearchSetupError(
             "strategy='multi_worker' cannot run inside trials; parallelize the search across "
             "processes instead (KERASTUNER_* chief/workers), each trial on one machine "

@@ -17,8 +17,8 @@ from tfwd.train import TrainConfig, train
 def _first_examples(config: TrainConfig, split: str, training: bool, count: int | None):
     """The first ``count`` examples (None: all) of epoch 0 of ``split`` as one (x, y) batch."""
     pipeline = tfwd.data.input_pipeline(
-        config.dataset, split, batch_size=config.batch_size, seed=config.seed,
-        training=training, data_dir=config.data_dir, drop_remainder=False,
+        config.data.dataset, split, batch_size=config.schedule.batch_size,
+        seed=config.runtime.seed, training=training, data_dir=config.data.data_dir, drop_remainder=False,
     )
     batches = pipeline.epoch(0)
     if count is not None:
@@ -29,29 +29,30 @@ def _first_examples(config: TrainConfig, split: str, training: bool, count: int 
 
 
 def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
-    """The callbacks for ``config.diagnostics`` (fixed sample batches) and norm transfer."""
+    """The callbacks for ``config.diagnostics.names`` (fixed sample batches) and norm transfer."""
     callbacks = []
-    if config.diagnostics:
-        held_out = "test" if config.evaluate_test else "validation"
-        sample = config.diagnostics_sample_size
+    if config.diagnostics.names:
+        held_out = "test" if config.data.evaluate_test else "validation"
+        sample = config.diagnostics.sample_size
         # hessian_eigenvalue fits its temperature on the whole held-out split (paper 002).
-        held_out_count = None if "hessian_eigenvalue" in config.diagnostics else sample
+        held_out_count = None if "hessian_eigenvalue" in config.diagnostics.names else sample
         callbacks += build_callbacks(
-            list(config.diagnostics),
-            train_batch=_first_examples(config, config.train_split, True, sample),
+            list(config.diagnostics.names),
+            train_batch=_first_examples(config, config.data.train_split, True, sample),
             test_batch=_first_examples(config, held_out, False, held_out_count),
             log_dir=os.path.join(workdir, "logs"),
-            seed=config.seed,
-            damping=config.damping,
+            seed=config.runtime.seed,
+            damping=config.optimizer.kfac.damping,
             sample_size=sample,
-            every_epochs=config.diagnostics_every_epochs,
-            total_epochs=config.epochs,
+            every_epochs=config.diagnostics.every_epochs,
+            total_epochs=config.schedule.epochs,
         )
-    if config.weight_norm_reference:
-        layers = config.weight_norm_layers
+    reference = config.diagnostics.weight_norm_reference
+    if reference:
+        layers = config.diagnostics.weight_norm_layers
         if layers not in ("all", "conv", "dense", "normalized"):
             layers = [name.strip() for name in layers.split(",") if name.strip()]
-        callbacks.append(WeightNormTransfer(config.weight_norm_reference, layers=layers))
+        callbacks.append(WeightNormTransfer(reference, layers=layers))
     return callbacks
 
 

@@ -135,8 +135,8 @@ class ReportContext:
 
 def model_text(config) -> str:
     """``model(kwargs)``, e.g. ``mlp(depth=2,width=256)``."""
-    kwargs = ",".join(f"{k}={v}" for k, v in sorted(config.model_kwargs.items()))
-    return config.model + (f"({kwargs})" if kwargs else "")
+    kwargs = ",".join(f"{k}={v}" for k, v in sorted(config.model.kwargs.items()))
+    return config.model.name + (f"({kwargs})" if kwargs else "")
 
 
 def _joined(values) -> str:
@@ -151,10 +151,10 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
     seed_counts = sorted({len(run.seeds) for run in runs})
     searched = sum(run.search is not None for run in runs)
     parts = [
-        _joined(c.dataset for c in configs),
+        _joined(c.data.dataset for c in configs),
         _joined(model_text(c) for c in configs),
-        f"{_joined(c.epochs for c in configs)} epochs",
-        f"batch {_joined(c.batch_size for c in configs)}",
+        f"{_joined(c.schedule.epochs for c in configs)} epochs",
+        f"batch {_joined(c.schedule.batch_size for c in configs)}",
         f"{_joined(seed_counts)} seed(s) per run",
     ]
     if scale.name == "mnist_paper":
@@ -166,7 +166,7 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
                      "then retrained on train+validation, the others use the authors' "
                      "published hyper-parameters" if searched else "fixed hyper-parameters")
     else:
-        decays = sorted({c.lr_decay_every_epochs for c in configs})
+        decays = sorted({c.schedule.lr_decay_every_epochs for c in configs})
         schedule = ("no LR decay" if decays == [0] else
                     "LR ×0.1 every " + "/".join(str(d) for d in decays if d) + " epoch(s)")
         parts.append("real MNIST stand-ins for the papers' datasets and networks, fixed "

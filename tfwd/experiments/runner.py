@@ -98,16 +98,16 @@ def _reference_run(run: Run, seed: int, by_key: dict[RunKey, Run]) -> Run:
 def _planned_run(run: Run, seed: int, workdir: str, source: PlannedRun | None, *,
                  data_dir: str | None, verbose: int) -> PlannedRun:
     """``run`` at ``seed`` with its key and directories; ``source``: its planned reference."""
-    config = dataclasses.replace(seeded(run.config, seed), data_dir=data_dir, verbose=verbose)
+    config = seeded(run.config, seed).replace(data_dir=data_dir, verbose=verbose)
     reference_key = None
     if source is not None:
         reference_key = source.key
-        config = dataclasses.replace(config, weight_norm_reference=source.results_path)
+        config = config.replace(weight_norm_reference=source.results_path)
     key = config_hash(config, run.search, reference_key, run.search_once)
     directory = os.path.join(workdir, RUNS_DIR, key)
     search_directory = os.path.join(directory, SEARCH_DIR) if run.search else None
     if run.search_once:  # the directory a search of the first seed alone would have
-        first = dataclasses.replace(config, seed=run.seeds[0])
+        first = config.replace(seed=run.seeds[0])
         search_directory = os.path.join(workdir, RUNS_DIR, config_hash(first, run.search),
                                         SEARCH_DIR)
     return PlannedRun(run, seed, config, key, directory, search_directory)
@@ -120,7 +120,7 @@ def finished_results(planned: PlannedRun) -> dict | None:
     with open(planned.results_path) as f:
         results = json.load(f)
     if (results.get("status") != "finished"
-            or len(results.get("epochs", [])) < planned.config.epochs):
+            or len(results.get("epochs", [])) < planned.config.schedule.epochs):
         return None
     return results
 
@@ -148,10 +148,10 @@ def _train_best_point(planned: PlannedRun) -> None:
     from tfwd.diagnostics import train_with_diagnostics
     from tfwd.tuning import run_search
 
-    first = dataclasses.replace(planned.config, seed=planned.run.seeds[0])
+    first = planned.config.replace(seed=planned.run.seeds[0])
     report = run_search(first, planned.search_directory, grid=dict(planned.run.search),
                         retrain_best=False)
-    config = dataclasses.replace(planned.config, **report["best"]["values"])
+    config = planned.config.replace(**report["best"]["values"])
     train_with_diagnostics(config, planned.directory)
 
 
@@ -227,7 +227,7 @@ def _train_or_read(planned: Sequence[PlannedRun], only: Sequence[str] | None,
         elif not selected(item.run.label, only):
             log(f"{name}: not finished and not selected (only={list(only)}), left out.")
         else:
-            log(f"{name}: training {item.config.epochs} epoch(s) in {item.directory} ...")
+            log(f"{name}: training {item.config.schedule.epochs} epoch(s) in {item.directory} ...")
             run_start = time.time()
             try:
                 results = train_planned(item)

@@ -104,7 +104,7 @@ class RunKey:
     Attributes:
       panel: the sub-figure group of the run, e.g. ``"abc"`` (paper 002, figure 3 a-c).
       setting: data, network and extras, e.g. ``"cifar10/vgg16/bn+aug"`` or ``"mnist/mlp"``.
-      optimizer: ``TrainConfig.optimizer``.
+      optimizer: ``TrainConfig.optimizer.name``.
       decay: paper 000's decay name (``tfwd.experiments.paper000.runs``).
       regime: paper 002's regime (``tfwd.experiments.paper002.regimes.REGIMES``).
       batch_size: written ``b<batch>`` (paper 000, table 3).
@@ -141,13 +141,14 @@ class Run:
       key: the run's name inside its entry (``RunKey``; ``label`` spells it).
       config: the ``TrainConfig``; its ``seed`` is replaced by each of ``seeds``.
       seeds: the seeds to train.
-      search: paper scale only — {TrainConfig field: values}: the grid searched on the
+      search: paper scale only — {TrainConfig flat name: values}: the grid searched on the
         held-out split before retraining on train + validation (``tfwd.tuning.run_search``).
       reference: the key of another run of the entry whose recorded weight norms this run
-        transfers (paper 000 fig. 4); the runner sets ``config.weight_norm_reference`` to
-        that run's results.json (same seed), so the entry leaves it unset.
+        transfers (paper 000 fig. 4); the runner sets
+        ``config.diagnostics.weight_norm_reference`` to that run's results.json (same seed), so
+        the entry leaves it unset.
       search_once: with ``search``, the grid is searched once, with the first seed, and every
-        seed then trains the best point on ``config.train_split`` (validation and test
+        seed then trains the best point on ``config.data.train_split`` (validation and test
         evaluated; paper 002 table 1 at the mnist_paper scale). False: every seed searches and
         retrains its best point on train + validation (paper 000, appendix A).
     """
@@ -162,11 +163,11 @@ class Run:
     def __post_init__(self):
         if not self.seeds:
             raise ValueError(f"run {self.label!r} has no seed.")
-        if self.reference is not None and self.config.weight_norm_reference is not None:
+        if self.reference is not None and self.config.diagnostics.weight_norm_reference is not None:
             raise ValueError(
                 f"run {self.label!r} references run {self.reference.label!r}: leave "
-                "config.weight_norm_reference unset, the runner points it at that run's "
-                "results.json.")
+                "config.diagnostics.weight_norm_reference unset, the runner points it at that "
+                "run's results.json.")
         if self.search_once and not self.search:
             raise ValueError(f"run {self.label!r}: search_once needs a search grid.")
         self.config.validate()
@@ -226,18 +227,19 @@ class Experiment:
 
 def seeded(config: TrainConfig, seed: int) -> TrainConfig:
     """``config`` with ``seed`` (a copy)."""
-    return dataclasses.replace(config, seed=seed)
+    return config.replace(seed=seed)
 
 
 def config_hash(config: TrainConfig, search: Mapping[str, tuple] | None = None,
                 reference_hash: str | None = None, search_once: bool = False) -> str:
     """12 hex digits identifying a run: the fields of its config that differ from the
-    ``TrainConfig`` defaults (so a field added later with a behaviour-preserving default
-    keeps finished runs valid), its search grid (and whether it is searched once for all
-    seeds, ``Run.search_once``), and for a weight-norm transfer the identity of the run it
-    copies norms from. Cosmetic fields (``COSMETIC_FIELDS``) do not count."""
-    defaults = TrainConfig().to_dict()
-    values = {k: v for k, v in config.to_dict().items()
+    ``TrainConfig`` defaults, by flat name (``TrainConfig.flat``: the parts do not enter it),
+    so that a field added later with a behaviour-preserving default keeps finished runs
+    valid; its search grid (and whether it is searched once for all seeds,
+    ``Run.search_once``), and for a weight-norm transfer the identity of the run it copies
+    norms from. Cosmetic fields (``COSMETIC_FIELDS``) do not count."""
+    defaults = TrainConfig().flat()
+    values = {k: v for k, v in config.flat().items()
               if k not in COSMETIC_FIELDS and v != defaults[k]}
     if reference_hash is not None:
         values["weight_norm_reference"] = _REFERENCE_IN_HASH.format(key=reference_hash)

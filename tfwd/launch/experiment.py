@@ -61,10 +61,11 @@ def _dry_run(experiments, scale, workdir) -> None:
               f"search, {done} finished.")
         for p in planned:
             config = p.config
-            print(f"  {p.key}  {p.run.label} seed={p.seed}: {config.dataset} {config.model} "
-                  f"{config.optimizer} lr={config.learning_rate:g} wd={config.weight_decay:g} "
-                  f"({config.decay_type}, {config.decay_group}) batch={config.batch_size} "
-                  f"epochs={config.epochs}" + (f" search={dict(p.run.search)}"
+            print(f"  {p.key}  {p.run.label} seed={p.seed}: {config.data.dataset} "
+                  f"{config.model.name} {config.optimizer.name} "
+                  f"lr={config.optimizer.learning_rate:g} wd={config.optimizer.weight_decay:g} "
+                  f"({config.optimizer.decay_type}, {config.optimizer.decay_group}) "
+                  f"batch={config.schedule.batch_size} epochs={config.schedule.epochs}" + (f" search={dict(p.run.search)}"
                                                 if p.run.search else "")
                   + (f" (searched once, with seed {p.run.seeds[0]}, in "
                      f"{p.search_directory})" if p.run.search_once else ""))

@@ -25,73 +25,85 @@ _DEFAULTS = config_lib.TrainConfig()
 flags.DEFINE_string("workdir", None, "Directory for results.json, checkpoints, logs, model.")
 flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir and start over "
                   "(without it, a rerun resumes that run, or is refused if its config differs).")
-flags.DEFINE_enum("dataset", _DEFAULTS.dataset, config_lib.DATASETS, "Dataset.")
-flags.DEFINE_string("model", _DEFAULTS.model, "Model name from tfwd.models.available().")
+flags.DEFINE_enum("dataset", _DEFAULTS.data.dataset, config_lib.DATASETS, "Dataset.")
+flags.DEFINE_string("model", _DEFAULTS.model.name, "Model name from tfwd.models.available().")
 flags.DEFINE_integer("depth", None, "MLP: number of hidden layers; transformer: encoder blocks.")
 flags.DEFINE_integer("width", None, "MLP: hidden width; transformer: token width d_model.")
 flags.DEFINE_integer("num_heads", None, "Transformer: attention heads per block.")
 flags.DEFINE_integer("mlp_width", None, "Transformer: hidden width of each block's MLP.")
 flags.DEFINE_integer("width_factor", None, "ResNet: width multiplier.")
-flags.DEFINE_bool("batch_norm", _DEFAULTS.batch_norm, "Batch norm after each conv/dense layer.")
-flags.DEFINE_bool("bn_affine", _DEFAULTS.bn_affine, "Batch norm with gamma/beta.")
+flags.DEFINE_bool("batch_norm", _DEFAULTS.model.batch_norm,
+                  "Batch norm after each conv/dense layer.")
+flags.DEFINE_bool("bn_affine", _DEFAULTS.model.bn_affine, "Batch norm with gamma/beta.")
 flags.DEFINE_integer("ghost_batch_size", None, "Ghost batch norm virtual batch size.")
-flags.DEFINE_bool("augment", _DEFAULTS.augment, "CIFAR crop+flip augmentation.")
-flags.DEFINE_enum("train_split", _DEFAULTS.train_split, config_lib.TRAIN_SPLITS,
+flags.DEFINE_bool("augment", _DEFAULTS.data.augment, "CIFAR crop+flip augmentation.")
+flags.DEFINE_enum("train_split", _DEFAULTS.data.train_split, config_lib.TRAIN_SPLITS,
                   "train (held-out 5k excluded) or train_full (retraining).")
-flags.DEFINE_bool("test_every_epoch", _DEFAULTS.test_every_epoch,
+flags.DEFINE_bool("test_every_epoch", _DEFAULTS.data.test_every_epoch,
                   "Evaluate the test set after every epoch (--notest_every_epoch: only after the last).")
-flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, config_lib.OPTIMIZERS, "Optimizer.")
-flags.DEFINE_float("lr", _DEFAULTS.learning_rate, "Base learning rate (at base_batch_size).")
-flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Momentum (SGD and K-FAC).")
-flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "Weight decay γ.")
-flags.DEFINE_enum("decay_type", _DEFAULTS.decay_type, ["decoupled", "l2"], "Decay form.")
-flags.DEFINE_enum("decay_group", _DEFAULTS.decay_group, ["all", "top", "rest"],
+flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer.name, config_lib.OPTIMIZERS, "Optimizer.")
+flags.DEFINE_float("lr", _DEFAULTS.optimizer.learning_rate,
+                   "Base learning rate (at base_batch_size).")
+flags.DEFINE_float("momentum", _DEFAULTS.optimizer.momentum, "Momentum (SGD and K-FAC).")
+flags.DEFINE_float("weight_decay", _DEFAULTS.optimizer.weight_decay, "Weight decay γ.")
+flags.DEFINE_enum("decay_type", _DEFAULTS.optimizer.decay_type, ["decoupled", "l2"], "Decay form.")
+flags.DEFINE_enum("decay_group", _DEFAULTS.optimizer.decay_group, ["all", "top", "rest"],
                   "Layers that decay.")
-flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Epochs.")
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
-flags.DEFINE_integer("lr_decay_every_epochs", _DEFAULTS.lr_decay_every_epochs,
+flags.DEFINE_integer("epochs", _DEFAULTS.schedule.epochs, "Epochs.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.schedule.batch_size, "Global batch size.")
+flags.DEFINE_integer("lr_decay_every_epochs", _DEFAULTS.schedule.lr_decay_every_epochs,
                      "Multiply the LR by lr_decay_factor every N epochs (0: never).")
-flags.DEFINE_float("lr_decay_factor", _DEFAULTS.lr_decay_factor, "Step-decay factor.")
-flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warm-up epochs.")
-flags.DEFINE_enum("lr_scaling", _DEFAULTS.lr_scaling, ["none", "linear", "sqrt"],
+flags.DEFINE_float("lr_decay_factor", _DEFAULTS.schedule.lr_decay_factor, "Step-decay factor.")
+flags.DEFINE_float("warmup_epochs", _DEFAULTS.schedule.warmup_epochs, "Linear warm-up epochs.")
+flags.DEFINE_enum("lr_scaling", _DEFAULTS.schedule.lr_scaling, ["none", "linear", "sqrt"],
                   "Scale lr from base_batch_size to batch_size.")
-flags.DEFINE_integer("base_batch_size", _DEFAULTS.base_batch_size, "Batch size lr refers to.")
-flags.DEFINE_float("damping", _DEFAULTS.damping, "K-FAC damping λ.")
+flags.DEFINE_integer("base_batch_size", _DEFAULTS.schedule.base_batch_size,
+                     "Batch size lr refers to.")
+flags.DEFINE_float("damping", _DEFAULTS.optimizer.kfac.damping, "K-FAC damping λ.")
 flags.DEFINE_float("kl_clip", None, "K-FAC KL clipping bound (unset: off).")
-flags.DEFINE_bool("adaptive_damping", _DEFAULTS.adaptive_damping,
+flags.DEFINE_bool("adaptive_damping", _DEFAULTS.optimizer.kfac.adaptive_damping.enabled,
                   "K-FAC: adapt --damping (the initial λ) by the Levenberg-Marquardt rule "
                   "(Martens & Grosse 2015 §6.5; tfwd.optimizers.damping).")
-flags.DEFINE_integer("damping_interval", _DEFAULTS.damping_interval,
+flags.DEFINE_integer("damping_interval", _DEFAULTS.optimizer.kfac.adaptive_damping.interval,
                      "Adaptive damping: steps between adaptations (T1).")
-flags.DEFINE_float("damping_decay", _DEFAULTS.damping_decay,
+flags.DEFINE_float("damping_decay", _DEFAULTS.optimizer.kfac.adaptive_damping.decay,
                    "Adaptive damping: λ is scaled by ω = decay**interval or 1/ω.")
-flags.DEFINE_float("min_damping", _DEFAULTS.min_damping, "Adaptive damping: lower bound on λ.")
-flags.DEFINE_float("max_damping", _DEFAULTS.max_damping, "Adaptive damping: upper bound on λ.")
-flags.DEFINE_float("cov_decay", _DEFAULTS.cov_decay, "K-FAC factor moving-average decay.")
-flags.DEFINE_integer("cov_every", _DEFAULTS.cov_every, "K-FAC statistics period (steps).")
-flags.DEFINE_integer("inv_every", _DEFAULTS.inv_every, "K-FAC inverse period (steps).")
-flags.DEFINE_integer("gauss_newton_samples", _DEFAULTS.gauss_newton_samples,
+flags.DEFINE_float("min_damping", _DEFAULTS.optimizer.kfac.adaptive_damping.min_damping,
+                   "Adaptive damping: lower bound on λ.")
+flags.DEFINE_float("max_damping", _DEFAULTS.optimizer.kfac.adaptive_damping.max_damping,
+                   "Adaptive damping: upper bound on λ.")
+flags.DEFINE_float("cov_decay", _DEFAULTS.optimizer.kfac.cov_decay,
+                   "K-FAC factor moving-average decay.")
+flags.DEFINE_integer("cov_every", _DEFAULTS.optimizer.kfac.cov_every,
+                     "K-FAC statistics period (steps).")
+flags.DEFINE_integer("inv_every", _DEFAULTS.optimizer.kfac.inv_every,
+                     "K-FAC inverse period (steps).")
+flags.DEFINE_integer("gauss_newton_samples", _DEFAULTS.optimizer.kfac.gauss_newton_samples,
                      "KFAC-G Rademacher vectors per statistics step (0: exact).")
-flags.DEFINE_integer("kfac_init_batches", _DEFAULTS.kfac_init_batches,
+flags.DEFINE_integer("kfac_init_batches", _DEFAULTS.optimizer.kfac.init_batches,
                      "Batches used to initialise K-FAC factors.")
-flags.DEFINE_enum("inverse", _DEFAULTS.inverse, config_lib.KFAC_INVERSES,
+flags.DEFINE_enum("inverse", _DEFAULTS.optimizer.kfac.inverse, config_lib.KFAC_INVERSES,
                   "How K-FAC inverts its damped factors: cholesky (fast) or eigh.")
-flags.DEFINE_enum("low_rank", _DEFAULTS.low_rank, config_lib.KFAC_LOW_RANK,
+flags.DEFINE_enum("low_rank", _DEFAULTS.optimizer.kfac.low_rank, config_lib.KFAC_LOW_RANK,
                   "K-FAC Dense layers: precondition the gradient through its per-example "
                   "factors when cheaper (auto), never or always.")
-flags.DEFINE_enum("noise", _DEFAULTS.noise, config_lib.NOISE_KINDS, "Curvature noise kind.")
-flags.DEFINE_integer("small_batch_size", _DEFAULTS.small_batch_size,
+flags.DEFINE_bool("shard_inverses", _DEFAULTS.optimizer.kfac.shard_inverses,
+                  "K-FAC under a multi-replica strategy: each replica inverts a share of the "
+                  "blocks and the inverses are exchanged (--noshard_inverses: every replica "
+                  "inverts every block; docs/equations.md §4.8).")
+flags.DEFINE_enum("noise", _DEFAULTS.noise.kind, config_lib.NOISE_KINDS, "Curvature noise kind.")
+flags.DEFINE_integer("small_batch_size", _DEFAULTS.schedule.small_batch_size,
                      "Small batch M_S the noise imitates (and of the batch-change phase).")
-flags.DEFINE_integer("noise_until_epoch", _DEFAULTS.noise_until_epoch, "Noise off after it.")
-flags.DEFINE_float("multiplicative_std", _DEFAULTS.multiplicative_std,
+flags.DEFINE_integer("noise_until_epoch", _DEFAULTS.noise.until_epoch, "Noise off after it.")
+flags.DEFINE_float("multiplicative_std", _DEFAULTS.noise.multiplicative_std,
                    "σ of multiplicative noise.")
-flags.DEFINE_integer("small_batch_epochs", _DEFAULTS.small_batch_epochs,
+flags.DEFINE_integer("small_batch_epochs", _DEFAULTS.schedule.small_batch_epochs,
                      "Batch change: epochs at small_batch_size before the large batch.")
 flags.DEFINE_list("diagnostics", [], "Diagnostics to record (tfwd.diagnostics names), e.g. "
                   "effective_lr,jacobian_norm,gauss_newton_norm.")
-flags.DEFINE_integer("diagnostics_every_epochs", _DEFAULTS.diagnostics_every_epochs,
+flags.DEFINE_integer("diagnostics_every_epochs", _DEFAULTS.diagnostics.every_epochs,
                      "Measure the diagnostics every N epochs (and after the last).")
-flags.DEFINE_integer("diagnostics_sample_size", _DEFAULTS.diagnostics_sample_size,
+flags.DEFINE_integer("diagnostics_sample_size", _DEFAULTS.diagnostics.sample_size,
                      "Training examples the diagnostics measure on (and held-out examples of "
                      "generalization_gap; hessian_eigenvalue's temperature fit uses the whole "
                      "held-out split).")
@@ -99,25 +111,27 @@ flags.DEFINE_string("weight_norm_reference", None, "results.json of a run whose 
                     "weight_norms this run's layers are rescaled to after every epoch (fig. 4).")
 flags.DEFINE_string("weight_norm_layers", "conv", "Layers for --weight_norm_reference: conv, "
                     "all, dense, normalized or comma-separated names.")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, config_lib.STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_integer("num_replicas", _DEFAULTS.num_replicas, "Replicas for mirrored.")
-flags.DEFINE_enum("loop", _DEFAULTS.loop, config_lib.LOOPS, "Keras fit or custom strategy.run.")
-flags.DEFINE_enum("dtype_policy", _DEFAULTS.dtype_policy, config_lib.DTYPE_POLICIES,
+flags.DEFINE_enum("strategy", _DEFAULTS.runtime.strategy, config_lib.STRATEGIES,
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("num_replicas", _DEFAULTS.runtime.num_replicas, "Replicas for mirrored.")
+flags.DEFINE_enum("loop", _DEFAULTS.runtime.loop, config_lib.LOOPS,
+                  "Keras fit or custom strategy.run.")
+flags.DEFINE_enum("dtype_policy", _DEFAULTS.runtime.dtype_policy, config_lib.DTYPE_POLICIES,
                   "Keras dtype policy: float32, float64 or mixed precision (float32 variables).")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of everything random.")
+flags.DEFINE_integer("seed", _DEFAULTS.runtime.seed, "Seed of everything random.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default $TFWD_DATA_DIR or "
                     "~/tensorflow_datasets).")
-flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "Keras verbosity (0, 1, 2).")
+flags.DEFINE_integer("verbose", _DEFAULTS.runtime.verbose, "Keras verbosity (0, 1, 2).")
 
 DIVERGED_EXIT_STATUS = 3
-# Flags that are not TrainConfig fields of the same name.
+# Flags that are not spelled as the TrainConfig field's flat name.
 _RENAMED = {"lr": "learning_rate"}
 _MODEL_KWARGS = ("depth", "width", "width_factor", "num_heads", "mlp_width")
 
 
 def config_from_flags() -> config_lib.TrainConfig:
     values = {}
-    for field in config_lib.TrainConfig.__dataclass_fields__:
+    for field in config_lib.FLAT_FIELDS:
         flag = next((f for f, target in _RENAMED.items() if target == field), field)
         if flag in FLAGS:
             values[field] = FLAGS[flag].value
@@ -125,7 +139,7 @@ def config_from_flags() -> config_lib.TrainConfig:
     values["diagnostics"] = list(FLAGS.diagnostics)
     if values.get("gauss_newton_samples") == 0:
         values["gauss_newton_samples"] = None
-    return config_lib.TrainConfig.from_dict(values)
+    return config_lib.TrainConfig.from_flat(values)
 
 
 def checked_config_or_exit() -> config_lib.TrainConfig:
@@ -141,9 +155,10 @@ def checked_config_or_exit() -> config_lib.TrainConfig:
             message = message.replace(field, flag)
         sys.exit(f"error: invalid flags: --{message}")
     try:
-        availability.check_available(config.dataset, locations.resolve_data_dir(config.data_dir))
+        availability.check_available(config.data.dataset,
+                                     locations.resolve_data_dir(config.data.data_dir))
     except availability.DataNotFoundError as error:
-        sys.exit(f"error: --dataset={config.dataset}: {error}")
+        sys.exit(f"error: --dataset={config.data.dataset}: {error}")
     return config
 
 
@@ -166,11 +181,11 @@ def main(argv):
     from tfwd.diagnostics import train_with_diagnostics
     from tfwd.train import configure_cpu_devices
 
-    if config.strategy == "mirrored":
+    if config.runtime.strategy == "mirrored":
         import tensorflow as tf
 
         if not tf.config.list_physical_devices("GPU"):
-            configure_cpu_devices(config.num_replicas)
+            configure_cpu_devices(config.runtime.num_replicas)
     results = train_with_diagnostics(config, FLAGS.workdir)
     if results["status"] == "diverged":
         print(f"error: {results['divergence']['message']}", file=sys.stderr)

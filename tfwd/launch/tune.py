@@ -54,17 +54,17 @@ def main(argv):
 
     try:
         grid = tuning.parse_grid(FLAGS.grid) if FLAGS.grid is not None else None
-        tuning.check_grid(grid or tuning.default_grid(base.optimizer, base.decay_type),
-                               base)
+        tuning.check_grid(
+            grid or tuning.default_grid(base.optimizer.name, base.optimizer.decay_type), base)
     except tuning.GridError as error:
         sys.exit(f"error: --grid: {error}")
-    if base.strategy == "mirrored":
+    if base.runtime.strategy == "mirrored":
         import tensorflow as tf
 
         from tfwd.train import configure_cpu_devices
 
         if not tf.config.list_physical_devices("GPU"):
-            configure_cpu_devices(base.num_replicas)
+            configure_cpu_devices(base.runtime.num_replicas)
     try:
         report = tuning.run_search(base, FLAGS.directory, grid, retrain_best=FLAGS.retrain)
     except tuning.SearchSetupError as error:

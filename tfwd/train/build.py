@@ -11,67 +11,72 @@ from tfwd.optimizers.damping import DampingAdaptation
 
 def learning_rate_schedule(config, steps_per_epoch: int, small_steps_per_epoch: int):
     """The epoch-based schedule, with batch-size scaling applied to the base rate."""
+    schedule, base_rate = config.schedule, config.optimizer.learning_rate
     base = optimizers.scaled_learning_rate(
-        config.learning_rate, config.batch_size, config.base_batch_size, config.lr_scaling
+        base_rate, schedule.batch_size, schedule.base_batch_size, schedule.lr_scaling
     )
     first_rate = None
-    if config.small_batch_epochs:
+    if schedule.small_batch_epochs:
         first_rate = optimizers.scaled_learning_rate(
-            config.learning_rate, config.small_batch_size, config.base_batch_size,
-            config.lr_scaling,
+            base_rate, schedule.small_batch_size, schedule.base_batch_size, schedule.lr_scaling,
         )
     return optimizers.EpochStepDecay(
         base_learning_rate=base,
         steps_per_epoch=steps_per_epoch,
-        decay_every_epochs=config.lr_decay_every_epochs,
-        decay_factor=config.lr_decay_factor,
-        warmup_epochs=config.warmup_epochs,
-        first_phase_epochs=config.small_batch_epochs,
+        decay_every_epochs=schedule.lr_decay_every_epochs,
+        decay_factor=schedule.lr_decay_factor,
+        warmup_epochs=schedule.warmup_epochs,
+        first_phase_epochs=schedule.small_batch_epochs,
         first_phase_steps_per_epoch=small_steps_per_epoch,
         first_phase_learning_rate=first_rate,
     )
 
 
 def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
+    """The optimizer of ``config.optimizer.name``, K-FAC's options from ``.optimizer.kfac``."""
+    name, momentum = config.optimizer.name, config.optimizer.momentum
     decay = dict(
-        weight_decay=config.weight_decay,
-        decay_type=config.decay_type,
-        decay_group=config.decay_group,
+        weight_decay=config.optimizer.weight_decay,
+        decay_type=config.optimizer.decay_type,
+        decay_group=config.optimizer.decay_group,
     )
-    if config.optimizer == "sgd":
-        return optimizers.SGD(schedule, momentum=config.momentum, **decay)
-    if config.optimizer == "adam":
+    if name == "sgd":
+        return optimizers.SGD(schedule, momentum=momentum, **decay)
+    if name == "adam":
         return optimizers.Adam(schedule, **decay)
+    kfac = config.optimizer.kfac
+    adaptation = kfac.adaptive_damping
     return optimizers.KFAC(
         schedule,
-        curvature="gauss_newton" if config.optimizer == "kfac_g" else "fisher",
-        damping=config.damping,
-        momentum=config.momentum,
-        cov_decay=config.cov_decay,
-        cov_every=config.cov_every,
-        inv_every=config.inv_every,
-        kl_clip=config.kl_clip,
-        gauss_newton_samples=config.gauss_newton_samples,
-        seed=config.seed,
+        curvature="gauss_newton" if name == "kfac_g" else "fisher",
+        damping=kfac.damping,
+        momentum=momentum,
+        cov_decay=kfac.cov_decay,
+        cov_every=kfac.cov_every,
+        inv_every=kfac.inv_every,
+        kl_clip=kfac.kl_clip,
+        gauss_newton_samples=kfac.gauss_newton_samples,
+        seed=config.runtime.seed,
         adaptive_damping=DampingAdaptation(
-            config.damping_interval, config.damping_decay, config.min_damping,
-            config.max_damping) if config.adaptive_damping else None,
-        inverse=config.inverse,
-        low_rank=config.low_rank,
+            adaptation.interval, adaptation.decay, adaptation.min_damping,
+            adaptation.max_damping) if adaptation.enabled else None,
+        inverse=kfac.inverse,
+        low_rank=kfac.low_rank,
+        shard_inverses=kfac.shard_inverses,
         **decay,
     )
 
 
 def make_model(config, info) -> keras.Model:
     return tfwd.models.build(
-        config.model,
+        config.model.name,
         input_shape=info.image_shape,
         num_classes=info.num_classes,
-        batch_norm=config.batch_norm,
-        bn_affine=config.bn_affine,
-        ghost_batch_size=config.ghost_batch_size,
-        seed=config.seed,
-        **config.model_kwargs,
+        batch_norm=config.model.batch_norm,
+        bn_affine=config.model.bn_affine,
+        ghost_batch_size=config.model.ghost_batch_size,
+        seed=config.runtime.seed,
+        **config.model.kwargs,
     )
 
 
@@ -79,16 +84,17 @@ def make_pipelines(config) -> dict:
     """{'train', 'small_train' (batch change only), 'validation', 'test'} pipelines."""
     def pipeline(split, batch_size, training):
         return tfwd.data.input_pipeline(
-            config.dataset, split, batch_size=batch_size, seed=config.seed,
-            training=training, augment=config.augment and training,
-            data_dir=config.data_dir,
+            config.data.dataset, split, batch_size=batch_size, seed=config.runtime.seed,
+            training=training, augment=config.data.augment and training,
+            data_dir=config.data.data_dir,
         )
 
-    pipelines = {"train": pipeline(config.train_split, config.batch_size, True)}
-    if config.small_batch_epochs:
-        pipelines["small_train"] = pipeline(config.train_split, config.small_batch_size, True)
-    if config.train_split == "train":
+    pipelines = {"train": pipeline(config.data.train_split, config.schedule.batch_size, True)}
+    if config.schedule.small_batch_epochs:
+        pipelines["small_train"] = pipeline(config.data.train_split,
+                                            config.schedule.small_batch_size, True)
+    if config.data.train_split == "train":
         pipelines["validation"] = pipeline("validation", 1000, False)
-    if config.evaluate_test:
+    if config.data.evaluate_test:
         pipelines["test"] = pipeline("test", 1000, False)
     return pipelines

@@ -105,17 +105,20 @@ def is_kfac_factor_error(error: Exception) -> bool:
 
 def likely_fix(config) -> str:
     """What to change in ``config`` (a TrainConfig) to stop a divergence, in flag terms."""
-    fixes = [f"lower --lr (it is {config.learning_rate:g})"]
-    if config.optimizer.startswith("kfac"):
-        fixes.append(f"raise --damping (it is {config.damping:g})")
-        if config.kl_clip is None:
+    learning_rate, weight_decay = config.optimizer.learning_rate, config.optimizer.weight_decay
+    kfac, schedule = config.optimizer.kfac, config.schedule
+    fixes = [f"lower --lr (it is {learning_rate:g})"]
+    if config.optimizer.name.startswith("kfac"):
+        fixes.append(f"raise --damping (it is {kfac.damping:g})")
+        if kfac.kl_clip is None:
             fixes.append("set --kl_clip (e.g. 1e-4)")
-        if config.inv_every > 100:
-            fixes.append(f"lower --inv_every (it is {config.inv_every}: stale inverses)")
-    if config.weight_decay * config.learning_rate >= 1:
+        if kfac.inv_every > 100:
+            fixes.append(f"lower --inv_every (it is {kfac.inv_every}: stale inverses)")
+    if weight_decay * learning_rate >= 1:
         fixes.append(f"lower --weight_decay: lr·weight_decay = "
-                     f"{config.weight_decay * config.learning_rate:g} ≥ 1 overshoots zero")
-    if config.warmup_epochs == 0 and config.lr_scaling != "none" and config.batch_size > config.base_batch_size:
+                     f"{weight_decay * learning_rate:g} ≥ 1 overshoots zero")
+    if schedule.warmup_epochs == 0 and schedule.lr_scaling != "none" \
+            and schedule.batch_size > schedule.base_batch_size:
         fixes.append("add --warmup_epochs for the large batch")
     return "; ".join(fixes)
 

@@ -118,10 +118,11 @@ class _CustomLoop:
 
 def _noise_consumer(config, model, steps_per_epoch):
     return make_noise(
-        config.noise, model,
-        large_batch_size=config.batch_size, small_batch_size=config.small_batch_size,
-        steps_per_epoch=steps_per_epoch, noise_until_epoch=config.noise_until_epoch,
-        seed=config.seed, multiplicative_std=config.multiplicative_std,
+        config.noise.kind, model,
+        large_batch_size=config.schedule.batch_size,
+        small_batch_size=config.schedule.small_batch_size,
+        steps_per_epoch=steps_per_epoch, noise_until_epoch=config.noise.until_epoch,
+        seed=config.runtime.seed, multiplicative_std=config.noise.multiplicative_std,
     )
 
 
@@ -158,12 +159,12 @@ def _timing(started, step_timer) -> dict:
 def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = False) -> dict:
     """Train, evaluate and checkpoint one run in ``workdir``; returns the results dict.
 
-    The run builds and trains under ``config.dtype_policy`` (``tfwd.train.precision``); the
+    The run builds and trains under ``config.runtime.dtype_policy`` (``tfwd.train.precision``); the
     previous Keras policy and floatx are restored afterwards.
 
     ``callbacks``: extra Keras callbacks (``fit`` loop: passed to fit; custom loop: their
     epoch hooks are called). The histories of those that are ``tfwd.train.RecordedCallback``
-    (the callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics`` in
+    (the callbacks of ``tfwd.diagnostics``, which builds them from ``config.diagnostics.names`` in
     ``tfwd.diagnostics.train_with_diagnostics``) are written to results.json under
     ``diagnostics.<name>`` and restored on resume. Returns the same dict that is written to
     results.json; its ``status`` is "finished" or "diverged" (then ``divergence`` says where
@@ -172,7 +173,7 @@ def train(config: TrainConfig, workdir: str, callbacks=None, overwrite: bool = F
     there is refused (``tfwd.train.workdir.WorkdirError``) before any work.
     """
     config.validate()
-    with dtype_policy(config.dtype_policy):
+    with dtype_policy(config.runtime.dtype_policy):
         return _train(config, workdir, callbacks, overwrite)
 
 
@@ -183,7 +184,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
     if run.chief:
         config.save(os.path.join(workdir, "config.json"))
     runner = _epoch_runner(run)
-    for epoch in range(int(run.epochs_done), config.epochs):
+    for epoch in range(int(run.epochs_done), config.schedule.epochs):
         train_metrics, diverged, train_seconds = _run_epoch(run, runner, epoch)
         if diverged:
             run.results["divergence"] = diverged
@@ -240,7 +241,7 @@ def _start(config: TrainConfig, workdir: str, overwrite: bool) -> tuple[bool, st
     started = time.time()
     # Non-chief workers still take part in checkpoint writes (collectives), into a scratch dir.
     write_dir = workdir if chief else tempfile.mkdtemp(prefix="tfwd-worker-")
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.runtime.seed)
     tf.config.experimental.enable_op_determinism()
     return chief, write_dir, started
 
@@ -250,7 +251,7 @@ def _build_model(config: TrainConfig, train_pipe, schedule):
     model = make_model(config, train_pipe)
     optimizer = make_optimizer(config, schedule)
     model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-    if config.optimizer.startswith("kfac"):
+    if config.optimizer.name.startswith("kfac"):
         optimizer.attach(model)
     if not model.optimizer.built:
         # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
@@ -268,7 +269,7 @@ def _build_model(config: TrainConfig, train_pipe, schedule):
 def _build(config: TrainConfig, workdir: str, callbacks: list, overwrite: bool) -> _Run:
     """Step 1: strategy, pipelines, model, optimizer, training step and checkpoint."""
     chief, write_dir, started = _start(config, workdir, overwrite)
-    strategy = make_strategy(config.strategy, config.num_replicas)
+    strategy = make_strategy(config.runtime.strategy, config.runtime.num_replicas)
     pipelines = make_pipelines(config)  # fails fast when data is missing
     train_pipe, small_pipe = pipelines["train"], pipelines.get("small_train")
     schedule = learning_rate_schedule(
@@ -306,16 +307,16 @@ def _restore(run: _Run) -> None:
                 previous["diagnostics"].get(callback.diagnostic_name, {}), epochs_done)
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {run.workdir} after epoch {epochs_done}.", flush=True)
-    elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
+    elif config.optimizer.name.startswith("kfac") and config.optimizer.kfac.init_batches:
         # The authors initialise the factors with a pass over the training data.
         run.optimizer.initialize_factors(run.model, run.pipelines["train"].epoch(0),
-                                         config.kfac_init_batches)
+                                         config.optimizer.kfac.init_batches)
 
 
 def _epoch_runner(run: _Run) -> _EpochRunner:
     """The fit callbacks or the custom loop, the TensorBoard writer and the evaluator."""
     custom = (_CustomLoop(run.train_step, run.strategy, run.monitor)
-              if run.config.loop == "custom" else None)
+              if run.config.runtime.loop == "custom" else None)
     step_timer = timing.StepTimer()
     return _EpochRunner(
         custom_loop=custom,
@@ -333,18 +334,18 @@ def _epoch_runner(run: _Run) -> _EpochRunner:
 def _train_epoch(run: _Run, runner: _EpochRunner, epoch: int) -> tuple[dict, str | None]:
     """Train epoch ``epoch`` (0-based) by fit or the custom loop: (metrics, K-FAC's failure)."""
     config = run.config
-    pipe = run.pipelines["small_train" if epoch < config.small_batch_epochs else "train"]
+    pipe = run.pipelines["small_train" if epoch < config.schedule.small_batch_epochs else "train"]
     try:
         if runner.custom_loop is None:
             history = run.model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                                    verbose=config.verbose, callbacks=runner.fit_callbacks,
+                                    verbose=config.runtime.verbose, callbacks=runner.fit_callbacks,
                                     shuffle=False)
             return {k: float(v[-1]) for k, v in history.history.items()}, None
-        if config.verbose:
-            print(f"Epoch {epoch + 1}/{config.epochs}")
+        if config.runtime.verbose:
+            print(f"Epoch {epoch + 1}/{config.schedule.epochs}")
         runner.callback_list.on_epoch_begin(epoch)
         train_metrics = runner.custom_loop.run_epoch(pipe.epoch(epoch), pipe.steps_per_epoch,
-                                                     config.verbose)
+                                                     config.runtime.verbose)
         runner.callback_list.on_epoch_end(epoch, dict(train_metrics))
         return train_metrics, None
     except tf.errors.InvalidArgumentError as error:
@@ -376,10 +377,10 @@ def _evaluate_epoch(run: _Run, runner: _EpochRunner, epoch: int, train_metrics: 
     }
     if runner.custom_loop is None:
         record["step_seconds"] = runner.step_timer.step_seconds
-    last_epoch = epoch == config.epochs - 1
+    last_epoch = epoch == config.schedule.epochs - 1
     start = time.time()
     for split in ("validation", "test"):
-        if split == "test" and not (config.test_every_epoch or last_epoch):
+        if split == "test" and not (config.data.test_every_epoch or last_epoch):
             continue
         if split in run.pipelines:
             loss, accuracy = runner.evaluate_model(run.pipelines[split].epoch(0))
@@ -403,7 +404,7 @@ def _record_epoch(run: _Run, runner: _EpochRunner, record: dict) -> None:
     run.results["timing"] = _timing(run.started, runner.step_timer)
     if run.chief:
         write_json_atomically(run.results_path, run.results, indent=2, sort_keys=True)
-    if run.config.verbose:
+    if run.config.runtime.verbose:
         shown = {k: round(v, 4) for k, v in record.items() if k.endswith(("loss", "accuracy"))}
         print(f"epoch {completed}: {shown}")
 

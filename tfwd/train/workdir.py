@@ -4,11 +4,12 @@ Plain Python (no TensorFlow), so the launchers call ``prepare_workdir`` right af
 their flags, and ``tfwd.train.train`` calls it again first thing for Python users.
 
 A workdir remembers the config of the run it holds (``config.json``, else the config inside
-``results.json``). A rerun continues that run only if its config agrees on every field that
-changes the numbers: ``COSMETIC_FIELDS`` may differ, and ``epochs`` may grow or shrink (a
-longer rerun continues training; the schedules do not depend on the total). Otherwise the
-rerun is refused, naming the fields; ``overwrite=True`` (``--overwrite``) deletes the run's
-files and starts over.
+``results.json``; nested, or flat as earlier versions saved it, ``TrainConfig.from_dict``).
+A rerun continues that run only if its config agrees on every field that changes the numbers
+(compared by flat name; a field the saved config lacks has its default): ``COSMETIC_FIELDS``
+may differ, and ``epochs`` may grow or shrink (a longer rerun continues training; the
+schedules do not depend on the total). Otherwise the rerun is refused, naming the fields;
+``overwrite=True`` (``--overwrite``) deletes the run's files and starts over.
 """
 from __future__ import annotations
 
@@ -79,12 +80,12 @@ def saved_config(workdir: str) -> dict:
         "Restore the file, pass --overwrite (overwrite=True) to start over, or use a new workdir.")
 
 
-def config_differences(saved: dict, config: TrainConfig) -> list[str]:
-    """The fields (other than cosmetic and resumable ones) where ``config`` differs from ``saved``."""
+def config_differences(saved: TrainConfig, config: TrainConfig) -> list[str]:
+    """The fields (flat names) other than cosmetic and resumable ones where they differ."""
     ignored = set(COSMETIC_FIELDS) | set(RESUMABLE_FIELDS)
-    current = config.to_dict()
-    return sorted(name for name in set(saved) | set(current)
-                  if name not in ignored and saved.get(name) != current.get(name))
+    before, current = saved.flat(), config.flat()
+    return sorted(name for name in current
+                  if name not in ignored and before[name] != current[name])
 
 
 def clear_run(workdir: str) -> None:
@@ -109,9 +110,17 @@ def prepare_workdir(config: TrainConfig, workdir: str, overwrite: bool = False) 
     if not has_run(workdir):
         return
     saved = saved_config(workdir)
+    try:
+        saved = TrainConfig.from_dict(saved)
+    except ValueError as error:
+        raise WorkdirError(
+            f"workdir {workdir!r} holds a run whose config this version of tfwd cannot read "
+            f"({error}). Pass --overwrite (overwrite=True) to start over, or use a new "
+            "workdir.") from error
     differences = config_differences(saved, config)
     if differences:
-        shown = ", ".join(f"{name}: {saved.get(name)!r} -> {getattr(config, name, None)!r}"
+        before, current = saved.flat(), config.flat()
+        shown = ", ".join(f"{name}: {before[name]!r} -> {current[name]!r}"
                           for name in differences)
         raise WorkdirError(
             f"workdir {workdir!r} holds a run with another config ({shown}); resuming it would "

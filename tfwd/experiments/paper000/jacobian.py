@@ -47,7 +47,7 @@ def _fig5_points(context: ReportContext) -> dict:
                                                 lambda v: v["total"])
         gap = context.final_diagnostic(run.key, "generalization_gap", lambda v: v["gap"])
         points[run.label] = {
-            "optimizer": run.config.optimizer, "decay": run.key.decay,
+            "optimizer": run.config.optimizer.name, "decay": run.key.decay,
             "jacobian_norm": jacobian and jacobian.mean,
             "kfac_gauss_newton_norm": gauss_newton and gauss_newton.mean,
             "generalization_gap": gap and gap.mean}

@@ -101,7 +101,7 @@ def _loss_curves(context: ReportContext, axes_row, setup, series: dict, finals: 
     """Training loss of each optimizer per epoch (left) and per training second (right)."""
     for optimizer, _ in _fig8_optimizers(context.scale):
         key = run_key(setup, optimizer)
-        name = f"{OPTIMIZER_NAMES[optimizer]} (batch {context.run(key).config.batch_size})"
+        name = f"{OPTIMIZER_NAMES[optimizer]} (batch {context.run(key).config.schedule.batch_size})"
         epochs, losses = context.curve(key, "train_loss")
         _, seconds = context.curve(key, "wall_time_seconds")
         elapsed = list(itertools.accumulate(seconds))

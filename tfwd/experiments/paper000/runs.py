@@ -184,10 +184,10 @@ def _small_fields(scale: Scale, optimizer: str, decay_type: str | None,
 
 def _transfer_fields(transfer_from: Run, decay_type: str | None, layers: str) -> dict:
     """Figure 4: the decayed run's learning rate (and γ, for decay on the top layer)."""
-    fields = {"learning_rate": transfer_from.config.learning_rate,
+    fields = {"learning_rate": transfer_from.config.optimizer.learning_rate,
               "weight_norm_layers": layers}
     if decay_type:
-        fields["weight_decay"] = transfer_from.config.weight_decay
+        fields["weight_decay"] = transfer_from.config.optimizer.weight_decay
     return fields
 
 
@@ -220,5 +220,5 @@ def run_000(scale: Scale, key: RunKey, setup: Setup, optimizer: str, decay: str 
         fields["lr_decay_every_epochs"] = 0
     if transfer_from is not None:
         fields.update(_transfer_fields(transfer_from, decay_type, transfer_layers))
-    return Run(key, TrainConfig(**fields), seeds=settings.seeds(scale), search=search,
+    return Run(key, TrainConfig.from_flat(fields), seeds=settings.seeds(scale), search=search,
                reference=None if transfer_from is None else transfer_from.key)

@@ -45,7 +45,8 @@ def _fig3_runs(scale: Scale) -> list[Run]:
 
 
 def _steps_per_epoch(config: TrainConfig) -> int:
-    return dataset_info(config.dataset).split_sizes[config.train_split] // config.batch_size
+    split_size = dataset_info(config.data.dataset).split_sizes[config.data.train_split]
+    return split_size // config.schedule.batch_size
 
 
 def _panel_a(context: ReportContext, axes, row: tuple, series: dict, summary: list) -> None:

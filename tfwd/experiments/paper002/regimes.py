@@ -167,5 +167,5 @@ def run_002(scale: Scale, row: tuple, regime: str, *, lr_scaling: str = DEFAULT_
         seeds = settings.seeds(scale)
     fields.update(scaled)
     fields.update(_regime_fields(spec, sizes, lr_scaling))
-    return Run(run_key(row, regime, lr_scaling, panel), TrainConfig(**fields), seeds=seeds,
-               search=search, search_once=search is not None)
+    return Run(run_key(row, regime, lr_scaling, panel), TrainConfig.from_flat(fields),
+               seeds=seeds, search=search, search_once=search is not None)

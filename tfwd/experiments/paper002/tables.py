@@ -23,11 +23,11 @@ def _batch_settings(context: ReportContext) -> str:
         return ""
     s, l = small[0], large[0]
     searched = any(r.search for r in context.runs)
-    rate = "η₀ searched per regime (below)" if searched else f"η₀ = {l.learning_rate:g}"
-    return (f"Measured runs: M_S = {s.batch_size}, M_L = {l.batch_size}, ghost batch "
-            f"{l.ghost_batch_size}, {l.lr_scaling} LR scaling from {rate} at "
-            f"batch {l.base_batch_size} with {l.warmup_epochs:g} warm-up epoch(s), noise until "
-            f"epoch {l.noise_until_epoch} of {l.epochs}.")
+    rate = "η₀ searched per regime (below)" if searched else f"η₀ = {l.optimizer.learning_rate:g}"
+    return (f"Measured runs: M_S = {s.schedule.batch_size}, M_L = {l.schedule.batch_size}, "
+            f"ghost batch {l.model.ghost_batch_size}, {l.schedule.lr_scaling} LR scaling from "
+            f"{rate} at batch {l.schedule.base_batch_size} with {l.schedule.warmup_epochs:g} "
+            f"warm-up epoch(s), noise until epoch {l.noise.until_epoch} of {l.schedule.epochs}.")
 
 
 def _measured_row(context: ReportContext, row: tuple, regimes, reference: dict, scaling,
