@@ -6,6 +6,8 @@ import keras
 import tfwd.data
 import tfwd.models
 from tfwd import optimizers
+from tfwd.choices.data import Split
+from tfwd.choices.optimizers import Optimizer, kfac_curvature
 from tfwd.optimizers.damping import DampingAdaptation
 
 
@@ -38,13 +40,13 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
         decay_type=config.decay_type,
         decay_group=config.decay_group,
     )
-    if config.optimizer == "sgd":
+    if config.optimizer == Optimizer.SGD:
         return optimizers.SGD(schedule, momentum=config.momentum, **decay)
-    if config.optimizer == "adam":
+    if config.optimizer == Optimizer.ADAM:
         return optimizers.Adam(schedule, **decay)
     return optimizers.KFAC(
         schedule,
-        curvature="gauss_newton" if config.optimizer == "kfac_g" else "fisher",
+        curvature=kfac_curvature(config.optimizer),
         damping=config.damping,
         momentum=config.momentum,
         cov_decay=config.cov_decay,
@@ -87,8 +89,8 @@ def make_pipelines(config) -> dict:
     pipelines = {"train": pipeline(config.train_split, config.batch_size, True)}
     if config.small_batch_epochs:
         pipelines["small_train"] = pipeline(config.train_split, config.small_batch_size, True)
-    if config.train_split == "train":
-        pipelines["validation"] = pipeline("validation", 1000, False)
+    if config.train_split == Split.TRAIN:
+        pipelines["validation"] = pipeline(Split.VALIDATION, 1000, False)
     if config.evaluate_test:
-        pipelines["test"] = pipeline("test", 1000, False)
+        pipelines["test"] = pipeline(Split.TEST, 1000, False)
     return pipelines

@@ -23,6 +23,9 @@ import functools
 import keras
 import tensorflow as tf
 
+from tfwd.choices.optimizers import is_kfac
+from tfwd.choices.schedules import LearningRateScaling
+
 # How often (in steps) the host reads the flag: at most this many steps run after divergence.
 DIVERGENCE_CHECK_STEPS = 10
 # K-FAC's own stop at an inverse step (tfwd.optimizers.kfac) raises an error with this text.
@@ -106,7 +109,7 @@ def is_kfac_factor_error(error: Exception) -> bool:
 def likely_fix(config) -> str:
     """What to change in ``config`` (a TrainConfig) to stop a divergence, in flag terms."""
     fixes = [f"lower --lr (it is {config.learning_rate:g})"]
-    if config.optimizer.startswith("kfac"):
+    if is_kfac(config.optimizer):
         fixes.append(f"raise --damping (it is {config.damping:g})")
         if config.kl_clip is None:
             fixes.append("set --kl_clip (e.g. 1e-4)")
@@ -115,7 +118,8 @@ def likely_fix(config) -> str:
     if config.weight_decay * config.learning_rate >= 1:
         fixes.append(f"lower --weight_decay: lr·weight_decay = "
                      f"{config.weight_decay * config.learning_rate:g} ≥ 1 overshoots zero")
-    if config.warmup_epochs == 0 and config.lr_scaling != "none" and config.batch_size > config.base_batch_size:
+    if (config.warmup_epochs == 0 and config.lr_scaling != LearningRateScaling.NONE
+            and config.batch_size > config.base_batch_size):
         fixes.append("add --warmup_epochs for the large batch")
     return "; ".join(fixes)
 

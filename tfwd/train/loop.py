@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.optimizers import is_kfac
 from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
@@ -186,7 +187,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
         model = make_model(config, train_pipe)
         optimizer = make_optimizer(config, schedule)
         model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-        if config.optimizer.startswith("kfac"):
+        if is_kfac(config.optimizer):
             optimizer.attach(model)
         if not model.optimizer.built:
             # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
@@ -221,7 +222,7 @@ def _train(config: TrainConfig, workdir: str, callbacks, overwrite: bool) -> dic
                 {int(k): v for k, v in earlier.items() if int(k) <= int(epochs_done)})
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {workdir} after epoch {int(epochs_done)}.", flush=True)
-    elif config.optimizer.startswith("kfac") and config.kfac_init_batches:
+    elif is_kfac(config.optimizer) and config.kfac_init_batches:
         # The authors initialise the factors with a pass over the training data.
         optimizer.initialize_factors(model, train_pipe.epoch(0), config.kfac_init_batches)
 
