@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.experiments.paper002.regimes import run_key
 from tfwd.experiments.published import REGIME_NAMES
 from tfwd.experiments.reporting import ReportContext, format_stat, markdown_table
@@ -93,9 +94,9 @@ def _defined(extract):
 
 
 FINAL_MEASURES = (
-    ("fisher_norms", lambda v: v["full"] / v["diagonal"] if v["diagonal"] else None),
-    ("gradient_variance", lambda v: float(np.mean(list(v.values())))),
-    ("hessian_eigenvalue", lambda v: v["eigenvalue"]),
+    (Diagnostic.FISHER_NORMS, lambda v: v["full"] / v["diagonal"] if v["diagonal"] else None),
+    (Diagnostic.GRADIENT_VARIANCE, lambda v: float(np.mean(list(v.values())))),
+    (Diagnostic.HESSIAN_EIGENVALUE, lambda v: v["eigenvalue"]),
 )
 
 

@@ -3,6 +3,7 @@ table 2 (BatchChange, Multiplicative and K-FAC noise, appendix E) and table 3 (s
 learning-rate scaling, appendix E)."""
 from __future__ import annotations
 
+from tfwd.choices.schedules import LearningRateScaling
 from tfwd.experiments import published
 from tfwd.experiments.paper002.regimes import (DEFAULT_LR_SCALING, REGIMES,
                                                SMALL_CIFAR_STAND_IN, SMALL_TABLE1_ROWS, rows,
@@ -109,7 +110,7 @@ TABLE3_REGIMES = ("sb", "lb_gbn", "diag_f")
 
 def _table3_scaling(regime: str) -> str:
     """Square-root scaling for the large-batch regimes (SB is table 1's run)."""
-    return DEFAULT_LR_SCALING if regime == "sb" else "sqrt"
+    return DEFAULT_LR_SCALING if regime == "sb" else LearningRateScaling.SQRT
 
 
 def _table3_runs(scale: Scale) -> list[Run]:
