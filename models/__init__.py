@@ -47,7 +47,7 @@ _LAYER_NORMALIZED = (Architecture.TRANSFORMER,)
 
 def available() -> list[str]:
     """Names accepted by `build`, sorted."""
-    return sorted(name.value for name in _ARCHITECTURES)
+    return sorted(_ARCHITECTURES)
 
 
 def build(

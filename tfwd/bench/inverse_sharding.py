@@ -44,7 +44,7 @@ FLAGS = flags.FLAGS
 TIMED_OPTIMIZER = Optimizer.KFAC_G
 flags.DEFINE_list("models", None, "Models whose per-replica FLOPs are reported (default: "
                   "every model of the plans).")
-flags.DEFINE_list("timed_models", [Architecture.MLP.value], "Models whose inverse step is "
+flags.DEFINE_list("timed_models", [Architecture.MLP], "Models whose inverse step is "
                   "timed (VGG11's 4608 x 4608 eigendecompositions take minutes per call here).")
 flags.DEFINE_bool("quick", False, "The benchmark's tiny --quick plans (mlp, lenet).")
 flags.DEFINE_integer("replicas", 2, "Replicas (logical CPU devices).")

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     configure_cpu_devices(2)
     cells = []
     for name in names:
-        for loop in Loop:
+        for loop in Loop.values():
             for policy in POLICIES:
                 single = run_cell(name, loop, 1, policy)
                 double = run_cell(name, loop, 2, policy)

@@ -1,8 +1,9 @@
 """The package's vocabulary: every choice's values and every shared default, spelled once.
 
-One small module per concept, each an ``enum.StrEnum`` (``tfwd.choices._choice.Choice``) whose
-members equal, hash, format and JSON-serialise as their plain strings, so flags, saved configs
-and run keys read ``"kfac_g"`` as before, plus the ``values()`` tuple that flags and checks list:
+One small module per concept: a ``tfwd.choices._choice.Choice`` class whose UPPER_CASE
+attributes are the concept's values as plain strings (``Optimizer.KFAC_G`` is ``"kfac_g"``, the
+string flags, saved configs and run keys hold), its ``values()`` tuple that flags and checks
+list, and the concept's defaults, each with its reason:
 
 ===============================  ================================================================
 module                           concept

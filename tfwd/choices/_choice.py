@@ -1,29 +1,17 @@
-"""The base class of every choice: an ``enum.StrEnum`` that reads as its plain string.
+"""The base class of every concept's values: class attributes that are plain strings.
 
-A member equals, hashes, formats, JSON-serialises and (here) ``repr``-s as its value, so
-``TrainConfig(optimizer=Optimizer.SGD)`` and ``TrainConfig(optimizer="sgd")`` save the same
-config.json, hash to the same run key and print the same messages. Its ``name`` is the value
-too: libraries read a string's ``.name`` where they accept dtype-like objects (Keras's
-``standardize_dtype`` turned ``DtypePolicy.FLOAT32`` into ``"FLOAT32"``), so a member must
-not look different from its string there. The Python identifier stays in ``_name_``.
+``Optimizer.SGD`` *is* ``"sgd"`` — the string a flag, a saved config.json or a run key holds —
+not an enum member standing for it. An ``enum.StrEnum`` member compares equal to its string,
+but libraries tell them apart: h5py refused a model named by one when ``model.save`` wrote its
+attributes, and Keras's ``standardize_dtype`` read a member's ``.name`` ("FLOAT32") instead of
+its value. Plain strings keep every saved file, message and library call exactly as before.
 """
 from __future__ import annotations
 
-import enum
 
-
-class Choice(enum.StrEnum):
-    """One value of a concept; ``values()`` lists them as plain strings, in definition order."""
-
-    def __repr__(self) -> str:
-        # As the plain string: error messages and configs read the same whether a field holds
-        # the member or the string a flag or a saved config gave.
-        return repr(self._value_)
-
-    @property
-    def name(self) -> str:  # see the module docstring
-        return self._value_
+class Choice:
+    """A concept: its values as UPPER_CASE class attributes; ``values()`` in definition order."""
 
     @classmethod
     def values(cls) -> tuple[str, ...]:
-        return tuple(member.value for member in cls)
+        return tuple(value for name, value in vars(cls).items() if name.isupper())

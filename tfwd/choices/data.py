@@ -27,4 +27,4 @@ class SourceSplit(Choice):
 
 DATASETS = Dataset.values()
 SPLITS = Split.values()
-TRAIN_SPLITS = (Split.TRAIN.value, Split.TRAIN_FULL.value)
+TRAIN_SPLITS = (Split.TRAIN, Split.TRAIN_FULL)

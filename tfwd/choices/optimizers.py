@@ -18,7 +18,7 @@ class Optimizer(Choice):
 
 OPTIMIZERS = Optimizer.values()
 KFAC_CURVATURES = {Optimizer.KFAC_G: Curvature.GAUSS_NEWTON, Optimizer.KFAC_F: Curvature.FISHER}
-KFAC_OPTIMIZERS = tuple(optimizer.value for optimizer in KFAC_CURVATURES)
+KFAC_OPTIMIZERS = tuple(KFAC_CURVATURES)
 # How the papers' tables and our plots name them.
 DISPLAY_NAMES = {Optimizer.SGD: "SGD", Optimizer.ADAM: "Adam", Optimizer.KFAC_F: "KFAC-F",
                  Optimizer.KFAC_G: "KFAC-G"}

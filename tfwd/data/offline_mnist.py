@@ -166,8 +166,8 @@ def prepare(
             "index": tfds.features.Scalar(dtype=np.int64),
         }),
         split_datasets={
-            SourceSplit.TRAIN.value: _keyed_examples(train_images, train_labels),
-            SourceSplit.TEST.value: _keyed_examples(test_images, test_labels),
+            SourceSplit.TRAIN: _keyed_examples(train_images, train_labels),
+            SourceSplit.TEST: _keyed_examples(test_images, test_labels),
         },
         data_dir=data_dir,
         description=(

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m tfwd.data.prepare",
         description="Prepare a dataset as a TFDS dataset without internet access.",
     )
-    parser.add_argument("dataset", choices=[Dataset.MNIST.value])
+    parser.add_argument("dataset", choices=[Dataset.MNIST])
     parser.add_argument(
         "--data_dir",
         default=None,
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{offline_mnist.DATASET_NAME}: {verb} {target}")
     # Decoding the PNGs now, once, lets every run load the splits in a fraction of a second.
     builder = sources.find_builder(Dataset.MNIST, data_dir, download=False)
-    for split in SourceSplit:
+    for split in SourceSplit.values():
         sources.read_split_arrays(builder, split)
 
 

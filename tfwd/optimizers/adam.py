@@ -39,7 +39,7 @@ class Adam(keras.optimizers.Adam):
         decay_type: str = decay_defaults.DECAY_TYPE,
         decay_group: DecayGroupOrPredicate = decay_defaults.DECAY_GROUP,
         top_layer: str = TOP_LAYER,
-        name: str = Optimizer.ADAM.value,
+        name: str = Optimizer.ADAM,
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)

@@ -45,7 +45,7 @@ class SGD(keras.optimizers.Optimizer):
         decay_type: str = decay_defaults.DECAY_TYPE,
         decay_group: DecayGroupOrPredicate = decay_defaults.DECAY_GROUP,
         top_layer: str = TOP_LAYER,
-        name: str = Optimizer.SGD.value,
+        name: str = Optimizer.SGD,
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)
