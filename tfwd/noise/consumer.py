@@ -20,7 +20,8 @@ With plain SGD this is exactly Algorithm 1's update; with momentum/Adam/K-FAC th
 through the optimizer's direction like the gradient does. The noise is switched off (exactly
 zero, via ``tf.cond`` on the optimizer's step counter) from step
 ``noise_until_epoch · steps_per_epoch`` on — paper 002 §4.3 stops it after epoch 50. When
-M_L = M_S, s = 0 and nothing is added (multiplicative noise with the default σ_m = s too).
+M_L = M_S, s = 0 and nothing is added (multiplicative noise too when its σ_m is tied to s,
+``multiplicative_std=None``; its default is a fixed σ_m = 0.1).
 ``diag_fisher`` and ``kfac`` cover the Dense/Conv2D layers (``tfwd.curvature.capture``); the
 variables of other layers (batch-norm γ/β, …) get no noise. ``full_fisher``, ``trace`` and
 ``multiplicative`` cover every trainable variable. All but ``multiplicative`` read the captured
