@@ -291,8 +291,9 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                 entry["inverse_extra_seconds"] = None if inverse_extra is None else inverse_extra.wall
                 entry["inverse_extra_cpu_seconds"] = None if inverse_extra is None else inverse_extra.cpu
                 entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]),
-                                         runs[Optimizer.SGD], components["precondition"], components[name],
-                                         components["forward"], inverse, config))
+                                         runs[Optimizer.SGD], components["precondition"],
+                                         components[name], components["forward"], inverse,
+                                         config))
                 sgd = medians(runs[Optimizer.SGD].samples)
                 entry["ratio_to_sgd"] = entry["step_seconds"] / sgd.wall
                 entry["ratio_to_sgd_cpu"] = entry["step_cpu_seconds"] / sgd.cpu
