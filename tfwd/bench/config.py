@@ -17,7 +17,7 @@ import dataclasses
 
 from tfwd.choices import kfac
 from tfwd.choices.models import Architecture
-from tfwd.choices.noise import ADDED_NOISE_KINDS, SMALL_BATCH_SIZE
+from tfwd.choices.noise import ADDED_NOISE_KINDS, LARGE_BATCH_SIZE, SMALL_BATCH_SIZE
 from tfwd.choices.optimizers import OPTIMIZERS
 from tfwd.curvature.inverse import check_inverse_method
 from tfwd.curvature.low_rank import check_low_rank_mode
@@ -94,7 +94,7 @@ class BenchConfig:
     noise: bool = True
     noise_models: tuple = (MLP, LENET)
     noise_kinds: tuple = ADDED_NOISE_KINDS
-    large_batch_size: int = 4096
+    large_batch_size: int = LARGE_BATCH_SIZE
     small_batch_size: int = SMALL_BATCH_SIZE
     noise_rounds: int = 3
     noise_steps_per_round: int = 3

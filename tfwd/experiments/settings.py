@@ -126,7 +126,7 @@ def authors_setting(dataset: str, model: str, optimizer: str, batch_norm: bool,
 
 # ------------------------------------------------------------------------------ paper 002
 
-LARGE_BATCH_002 = 4096
+LARGE_BATCH_002 = noise.LARGE_BATCH_SIZE
 SMALL_BATCH_002 = noise.SMALL_BATCH_SIZE
 GHOST_BATCH_002 = 128
 EPOCHS_002 = 200
@@ -187,10 +187,11 @@ class SmallSizes:
 
 
 SMALL_SIZES = {
-    ScaleName.SMOKE: SmallSizes(mlp={"depth": 2, "width": 256}, epochs=2, batch_size=128,
-                                batch_sizes_000=(128, 640, 2000), large_batch=4096,
-                                depths=(1, 2, 3), kfac_init_batches=10,
-                                conv_model=Architecture.LENET),
+    # The papers' batch sizes.
+    ScaleName.SMOKE: SmallSizes(mlp={"depth": 2, "width": 256}, epochs=2,
+                                batch_size=BATCH_SIZE_000, batch_sizes_000=LARGE_BATCH_SIZES_000,
+                                large_batch=LARGE_BATCH_002, depths=(1, 2, 3),
+                                kfac_init_batches=10, conv_model=Architecture.LENET),
     # Two batch sizes in all, so that a test decodes MNIST for as few pipelines as possible.
     ScaleName.TINY: SmallSizes(mlp={"depth": 1, "width": 16}, epochs=1, batch_size=4096,
                                batch_sizes_000=(4096, 8192), large_batch=8192, depths=(1, 2),
