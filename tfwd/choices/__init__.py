@@ -24,6 +24,7 @@ module                           concept
 ``models``                       ``Architecture`` of the model zoo, its top layer, batch norm
 ``diagnostics``                  ``Diagnostic`` names
 ``layers``                       ``LayerGroup``: weight layers a diagnostic selects
+``regimes``                      ``RegimeName``: paper 002's training regimes
 ===============================  ================================================================
 
 Plain Python, below every other layer: importing it never imports TensorFlow, so launchers

@@ -9,6 +9,7 @@ from __future__ import annotations
 from tfwd.choices.data import Dataset
 from tfwd.choices.models import Architecture
 from tfwd.choices.optimizers import Optimizer
+from tfwd.choices.regimes import RegimeName as _R
 
 # Short names for the tables below.
 _SGD, _ADAM, _KFAC_F, _KFAC_G = Optimizer.SGD, Optimizer.ADAM, Optimizer.KFAC_F, Optimizer.KFAC_G
@@ -101,69 +102,69 @@ CLAIMS_000 = {
 
 # ------------------------------------------------- paper 002 (curvature noise, ICLR 2019 sub.)
 
-REGIME_NAMES = {
-    "sb": "SB",
-    "lb": "LB",
-    "lb_gbn": "LB+GBN",
-    "trace": "Trace+GBN",
-    "diag_f": "Diag-F+GBN",
-    "full_f": "LB+full F",
-    "diag_f_plain": "LB+diag F",
-    "kfac_plain": "LB+K-FAC noise",
-    "batch_change": "BatchChange",
-    "multiplicative": "Multiplicative",
-    "kfac": "K-FAC",
+REGIME_LABELS = {
+    _R.SB: "SB",
+    _R.LB: "LB",
+    _R.LB_GBN: "LB+GBN",
+    _R.TRACE: "Trace+GBN",
+    _R.DIAG_F: "Diag-F+GBN",
+    _R.FULL_F: "LB+full F",
+    _R.DIAG_F_PLAIN: "LB+diag F",
+    _R.KFAC_PLAIN: "LB+K-FAC noise",
+    _R.BATCH_CHANGE: "BatchChange",
+    _R.MULTIPLICATIVE: "Multiplicative",
+    _R.KFAC: "K-FAC",
 }
 
 # Table 1 (validation accuracy): (dataset, model) -> {regime: (mean, ± or None) or None}.
 # The authors' configurations list six rows; the AlexNet rows and CIFAR-100 VGG16 are from the paper's text.
 TABLE1_002 = {
-    (_MNIST, _MLP): {"sb": (98.10, None), "lb_gbn": (97.94, None),
-                       "trace": (98.08, None), "diag_f": (98.08, None)},
-    (_MNIST, _LENET): {"sb": (99.10, None), "lb_gbn": (98.85, None),
-                         "trace": (99.02, None), "diag_f": (99.10, None)},
-    (_FASHION_MNIST, _LENET): {"sb": (91.10, None), "lb_gbn": (88.89, None),
-                                 "trace": (90.29, None), "diag_f": (90.77, None)},
-    (_CIFAR10, _ALEXNET): {"sb": (87.80, None), "lb_gbn": (86.41, 0.18),
-                             "trace": None, "diag_f": (87.30, 0.28)},
-    (_CIFAR100, _ALEXNET): {"sb": (59.21, None), "lb_gbn": (56.75, 0.18),
-                              "trace": None, "diag_f": (58.68, 0.40)},
-    (_CIFAR10, _VGG16): {"sb": (93.25, None), "lb_gbn": (91.78, 0.29),
-                           "trace": (92.81, 0.10), "diag_f": (93.15, 0.05)},
-    (_CIFAR100, _VGG16): {"sb": (72.83, None), "lb_gbn": (69.44, 0.27),
-                            "trace": (71.26, 0.09), "diag_f": (71.94, 0.14)},
-    (_CIFAR10, _RESNET44): {"sb": (93.42, None), "lb_gbn": (91.92, 0.29),
-                              "trace": (92.31, 0.02), "diag_f": (92.72, 0.15)},
-    (_CIFAR100, RESNET44_X2): {"sb": (75.55, None), "lb_gbn": (73.11, 0.22),
-                                 "trace": (73.62, 0.15), "diag_f": (74.10, 0.18)},
+    (_MNIST, _MLP): {_R.SB: (98.10, None), _R.LB_GBN: (97.94, None),
+                     _R.TRACE: (98.08, None), _R.DIAG_F: (98.08, None)},
+    (_MNIST, _LENET): {_R.SB: (99.10, None), _R.LB_GBN: (98.85, None),
+                       _R.TRACE: (99.02, None), _R.DIAG_F: (99.10, None)},
+    (_FASHION_MNIST, _LENET): {_R.SB: (91.10, None), _R.LB_GBN: (88.89, None),
+                               _R.TRACE: (90.29, None), _R.DIAG_F: (90.77, None)},
+    (_CIFAR10, _ALEXNET): {_R.SB: (87.80, None), _R.LB_GBN: (86.41, 0.18),
+                           _R.TRACE: None, _R.DIAG_F: (87.30, 0.28)},
+    (_CIFAR100, _ALEXNET): {_R.SB: (59.21, None), _R.LB_GBN: (56.75, 0.18),
+                            _R.TRACE: None, _R.DIAG_F: (58.68, 0.40)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.LB_GBN: (91.78, 0.29),
+                         _R.TRACE: (92.81, 0.10), _R.DIAG_F: (93.15, 0.05)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.LB_GBN: (69.44, 0.27),
+                          _R.TRACE: (71.26, 0.09), _R.DIAG_F: (71.94, 0.14)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.LB_GBN: (91.92, 0.29),
+                            _R.TRACE: (92.31, 0.02), _R.DIAG_F: (92.72, 0.15)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.LB_GBN: (73.11, 0.22),
+                               _R.TRACE: (73.62, 0.15), _R.DIAG_F: (74.10, 0.18)},
 }
 
 # Table 2 (appendix E): (dataset, model) -> {regime: (mean, ±)}.
 TABLE2_002 = {
-    (_CIFAR10, _VGG16): {"sb": (93.25, None), "batch_change": (93.18, None),
-                           "multiplicative": (90.98, None), "kfac": (93.06, None),
-                           "diag_f": (93.15, 0.05)},
-    (_CIFAR100, _VGG16): {"sb": (72.83, None), "batch_change": (72.44, None),
-                            "multiplicative": (68.77, None), "kfac": (71.86, None),
-                            "diag_f": (71.94, 0.14)},
-    (_CIFAR10, _RESNET44): {"sb": (93.42, None), "batch_change": (93.02, None),
-                              "multiplicative": (91.28, None), "kfac": (92.81, None),
-                              "diag_f": (92.72, 0.15)},
-    (_CIFAR100, RESNET44_X2): {"sb": (75.55, None), "batch_change": (75.16, None),
-                                 "multiplicative": (71.98, None), "kfac": (73.84, None),
-                                 "diag_f": (74.10, 0.18)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.BATCH_CHANGE: (93.18, None),
+                         _R.MULTIPLICATIVE: (90.98, None), _R.KFAC: (93.06, None),
+                         _R.DIAG_F: (93.15, 0.05)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.BATCH_CHANGE: (72.44, None),
+                          _R.MULTIPLICATIVE: (68.77, None), _R.KFAC: (71.86, None),
+                          _R.DIAG_F: (71.94, 0.14)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.BATCH_CHANGE: (93.02, None),
+                            _R.MULTIPLICATIVE: (91.28, None), _R.KFAC: (92.81, None),
+                            _R.DIAG_F: (92.72, 0.15)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.BATCH_CHANGE: (75.16, None),
+                               _R.MULTIPLICATIVE: (71.98, None), _R.KFAC: (73.84, None),
+                               _R.DIAG_F: (74.10, 0.18)},
 }
 
 # Table 3 (appendix E, square-root LR scaling for the LB columns). The text extraction lost
 # the decimal points of most LB entries ("-691-", "715"); they are restored to one decimal.
 TABLE3_002 = {
-    (_CIFAR10, _VGG16): {"sb": (93.25, None), "lb_gbn": (91.6, None), "diag_f": (92.9, None)},
-    (_CIFAR100, _VGG16): {"sb": (72.83, None), "lb_gbn": (69.1, None),
-                            "diag_f": (71.5, None)},
-    (_CIFAR10, _RESNET44): {"sb": (93.42, None), "lb_gbn": (91.7, None),
-                              "diag_f": (92.6, None)},
-    (_CIFAR100, RESNET44_X2): {"sb": (75.55, None), "lb_gbn": (72.8, None),
-                                 "diag_f": (73.6, None)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.LB_GBN: (91.6, None), _R.DIAG_F: (92.9, None)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.LB_GBN: (69.1, None),
+                          _R.DIAG_F: (71.5, None)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.LB_GBN: (91.7, None),
+                            _R.DIAG_F: (92.6, None)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.LB_GBN: (72.8, None),
+                               _R.DIAG_F: (73.6, None)},
 }
 
 CLAIMS_002 = {

@@ -15,6 +15,7 @@ from tfwd.choices.data import Dataset, Split
 from tfwd.choices.diagnostics import Diagnostic
 from tfwd.choices.models import Architecture
 from tfwd.choices.noise import NoiseKind
+from tfwd.choices.regimes import RegimeName
 from tfwd.choices.scales import ScaleName
 from tfwd.choices.schedules import LearningRateScaling
 from tfwd.data.catalog import dataset_info
@@ -35,19 +36,20 @@ class Regime:
     batch_change: bool = False
 
 
+_R = RegimeName
 REGIMES = {
-    "sb": Regime(large_batch=False),
-    "lb_gbn": Regime(large_batch=True, ghost=True),
-    "trace": Regime(large_batch=True, ghost=True, noise=NoiseKind.TRACE),
-    "diag_f": Regime(large_batch=True, ghost=True, noise=NoiseKind.DIAG_FISHER),
-    "kfac": Regime(large_batch=True, ghost=True, noise=NoiseKind.KFAC),
-    "multiplicative": Regime(large_batch=True, ghost=True, noise=NoiseKind.MULTIPLICATIVE),
-    "batch_change": Regime(large_batch=True, ghost=True, batch_change=True),
+    _R.SB: Regime(large_batch=False),
+    _R.LB_GBN: Regime(large_batch=True, ghost=True),
+    _R.TRACE: Regime(large_batch=True, ghost=True, noise=NoiseKind.TRACE),
+    _R.DIAG_F: Regime(large_batch=True, ghost=True, noise=NoiseKind.DIAG_FISHER),
+    _R.KFAC: Regime(large_batch=True, ghost=True, noise=NoiseKind.KFAC),
+    _R.MULTIPLICATIVE: Regime(large_batch=True, ghost=True, noise=NoiseKind.MULTIPLICATIVE),
+    _R.BATCH_CHANGE: Regime(large_batch=True, ghost=True, batch_change=True),
     # Figure 3 (a-c): one learning rate for all, no ghost batch norm.
-    "lb": Regime(large_batch=True, same_learning_rate=True),
-    "full_f": Regime(large_batch=True, noise=NoiseKind.FULL_FISHER, same_learning_rate=True),
-    "diag_f_plain": Regime(large_batch=True, noise=NoiseKind.DIAG_FISHER, same_learning_rate=True),
-    "kfac_plain": Regime(large_batch=True, noise=NoiseKind.KFAC, same_learning_rate=True),
+    _R.LB: Regime(large_batch=True, same_learning_rate=True),
+    _R.FULL_F: Regime(large_batch=True, noise=NoiseKind.FULL_FISHER, same_learning_rate=True),
+    _R.DIAG_F_PLAIN: Regime(large_batch=True, noise=NoiseKind.DIAG_FISHER, same_learning_rate=True),
+    _R.KFAC_PLAIN: Regime(large_batch=True, noise=NoiseKind.KFAC, same_learning_rate=True),
 }
 # Every table run also serves figure 3d.
 TABLE_DIAGNOSTICS = (Diagnostic.HESSIAN_EIGENVALUE,)

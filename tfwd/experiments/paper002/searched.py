@@ -7,7 +7,7 @@ import numpy as np
 
 from tfwd.choices.diagnostics import Diagnostic
 from tfwd.experiments.paper002.regimes import run_key
-from tfwd.experiments.published import REGIME_NAMES
+from tfwd.experiments.published import REGIME_LABELS
 from tfwd.experiments.reporting import ReportContext, format_stat, markdown_table
 from tfwd.experiments.spec import RunKey
 
@@ -18,7 +18,7 @@ def searched_sections(context: ReportContext, rows, regimes) -> list[str]:
     for row in rows:
         for regime in regimes:
             key = run_key(row, regime)
-            name = f"{row[1]} {REGIME_NAMES[regime]}"
+            name = f"{row[1]} {REGIME_LABELS[regime]}"
             accuracy.append([name, format_stat(context.final(key, "validation_accuracy"), 2,
                                                100.0),
                              format_stat(context.final(key, "test_accuracy"), 2, 100.0)])
