@@ -56,8 +56,8 @@ INV_EVERY = 100  # damped inverses every 100 steps, the authors' value
 KL_CLIP = None
 # The authors' KL clipping bound of networks without batch norm (docs/equations.md §9).
 AUTHORS_KL_CLIP = {Optimizer.KFAC_G: 1e-4, Optimizer.KFAC_F: 1e-5}
-# One Rademacher vector u per example and statistics step: E[uuᵀ] = I exactly in expectation,
-# one backward pass instead of K (one per class).
+# One Rademacher vector u per example and statistics step: unbiased (E[uuᵀ] = I) at one
+# backward pass instead of K (one per class).
 GAUSS_NEWTON_SAMPLES = 1
 # gauss_newton_samples meaning the exact Gauss-Newton factors: all K one-hot vectors u = e_k.
 EXACT_GAUSS_NEWTON = None
@@ -66,7 +66,9 @@ EXACT_GAUSS_NEWTON = None
 INVERSE = InverseMethod.CHOLESKY
 # The cheaper route by FLOP count; both give the same direction up to round-off.
 LOW_RANK = LowRankMode.AUTO
-WEIGHT_SHARING = WeightSharing.EXPAND  # Eschenhagen et al.'s K-FAC-expand, their default
+# K-FAC-expand (Eschenhagen et al. 2023, eq. 8): each position counts as an example, which needs
+# no assumption about how the inputs vary over positions.
+WEIGHT_SHARING = WeightSharing.EXPAND
 # The full 2×2 curvature of (γ_c, β_c) per channel: no approximation beyond the block.
 SCALE_SHIFT = ScaleShift.PER_CHANNEL
 
