@@ -20,26 +20,29 @@ from typing import Callable
 
 import keras
 
+from tfwd.choices.models import BATCH_NORM, Architecture
+
 from . import alexnet, lenet, mlp, resnet, transformer, vgg
 from .layers import BlockBuilder, GhostBatchNormalization, check_int
 
 __all__ = ["GhostBatchNormalization", "available", "build"]
 
 # name -> function(inputs, num_classes, blocks, **architecture_kwargs) returning logits.
+# The names are tfwd.choices.models.Architecture's (a test checks that every one is here).
 _ARCHITECTURES: dict[str, Callable[..., keras.KerasTensor]] = {
-    "mlp": mlp.mlp,
-    "lenet": lenet.lenet,
-    "alexnet": alexnet.alexnet,
-    "vgg11": vgg.vgg11,
-    "vgg13": vgg.vgg13,
-    "vgg16": vgg.vgg16,
-    "vgg19": vgg.vgg19,
-    "resnet32": resnet.resnet32,
-    "resnet44": resnet.resnet44,
-    "transformer": transformer.transformer,
+    Architecture.MLP: mlp.mlp,
+    Architecture.LENET: lenet.lenet,
+    Architecture.ALEXNET: alexnet.alexnet,
+    Architecture.VGG11: vgg.vgg11,
+    Architecture.VGG13: vgg.vgg13,
+    Architecture.VGG16: vgg.vgg16,
+    Architecture.VGG19: vgg.vgg19,
+    Architecture.RESNET32: resnet.resnet32,
+    Architecture.RESNET44: resnet.resnet44,
+    Architecture.TRANSFORMER: transformer.transformer,
 }
 # Architectures normalized by their own LayerNormalization layers: no batch-norm options.
-_LAYER_NORMALIZED = ("transformer",)
+_LAYER_NORMALIZED = (Architecture.TRANSFORMER,)
 
 
 def available() -> list[str]:
@@ -52,7 +55,7 @@ def build(
     *,
     input_shape: tuple,
     num_classes: int,
-    batch_norm: bool | None = None,
+    batch_norm: bool = BATCH_NORM,
     bn_affine: bool = False,
     ghost_batch_size: int | None = None,
     seed: int = 0,
@@ -65,7 +68,8 @@ def build(
       input_shape: shape of one example, channels last, e.g. (28, 28, 1) or (32, 32, 3).
       num_classes: number of output logits.
       batch_norm: batch norm after every hidden Dense/Conv2D (which then has no bias); default
-        True, except for the layer-normalized transformer, which does not accept True.
+        False (``tfwd.choices.models.BATCH_NORM``, as ``TrainConfig``); the layer-normalized
+        transformer does not accept True.
       bn_affine: batch norm learns a scale γ and offset β (default: neither, as the papers).
       ghost_batch_size: if set, ghost batch norm with virtual batches of this many examples
         (`GhostBatchNormalization`; requires batch_norm=True).
@@ -97,9 +101,6 @@ def build(
                 f"{name} normalizes with LayerNormalization; leave batch_norm, bn_affine and "
                 "ghost_batch_size unset (or batch_norm=False)."
             )
-        batch_norm = False
-    elif batch_norm is None:
-        batch_norm = True
     blocks = BlockBuilder(
         batch_norm=batch_norm, bn_affine=bn_affine, ghost_batch_size=ghost_batch_size, seed=seed
     )

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfwd.choices.models import TOP_LAYER
+
 
 def check_int(name: str, value: int, *, minimum: int) -> None:
     """Raises ValueError unless `value` is an int (not a bool) of at least `minimum`."""
@@ -283,7 +285,7 @@ class BlockBuilder:
     def top(self, x, num_classes: int):
         """The output layer `top`: Dense with bias, returning logits."""
         return keras.layers.Dense(
-            num_classes, activation=None, **self._initializers(), name="top"
+            num_classes, activation=None, **self._initializers(), name=TOP_LAYER
         )(x)
 
     def relu(self, x):

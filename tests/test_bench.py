@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tfwd.bench.config import NOISE_KINDS, OPTIMIZERS
+from tfwd.choices.noise import ADDED_NOISE_KINDS
+from tfwd.choices.optimizers import OPTIMIZERS
 from tfwd.bench.steps import period_fractions, step_kind
 
 QUICK_TIMEOUT_SECONDS = 300  # the quick run takes ~30 s; generous for a loaded machine
@@ -79,7 +80,7 @@ def test_quick_run_kfac_entries_carry_floor_and_ratio(quick_results):
 
 def test_quick_run_reports_every_noise_kind(quick_results):
     noise = quick_results["noise"]
-    assert {e["kind"] for e in noise} == set(NOISE_KINDS)
+    assert {e["kind"] for e in noise} == set(ADDED_NOISE_KINDS)
     for entry in noise:
         assert entry["step_seconds"] > 0 and entry["plain_sgd_step_seconds"] > 0
         assert entry["noise_step_ratio"] == pytest.approx(

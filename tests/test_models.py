@@ -135,8 +135,9 @@ def test_paper_parameter_counts():
 
 
 def test_bn_affine_adds_gamma_and_beta():
-    plain = models.build("lenet", input_shape=MNIST, num_classes=10)
-    affine = models.build("lenet", input_shape=MNIST, num_classes=10, bn_affine=True)
+    plain = models.build("lenet", input_shape=MNIST, num_classes=10, batch_norm=True)
+    affine = models.build("lenet", input_shape=MNIST, num_classes=10, batch_norm=True,
+                          bn_affine=True)
     assert count(affine.trainable_weights) - count(plain.trainable_weights) == 2 * (
         6 + 16 + 120 + 84
     )
@@ -144,7 +145,7 @@ def test_bn_affine_adds_gamma_and_beta():
 
 @pytest.mark.parametrize("name", [name for name in models.available() if name != "transformer"])
 def test_logits_shape_and_layer_names(name):
-    model = models.build(name, input_shape=input_shape_of(name), num_classes=7)
+    model = models.build(name, input_shape=input_shape_of(name), num_classes=7, batch_norm=True)
     assert model.name == name
     logits = model(np.ones((2, *input_shape_of(name)), "float32"), training=False)
     assert logits.shape == (2, 7)
@@ -184,6 +185,14 @@ def test_conv_count_and_biases_without_batch_norm(name, convs):
     assert len(conv_layers) == convs
     assert all(layer.use_bias for layer in model.layers if hasattr(layer, "use_bias"))
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+
+
+def test_default_is_without_batch_norm_as_a_default_run():
+    from tfwd.train import TrainConfig
+
+    model = models.build("lenet", input_shape=MNIST, num_classes=10)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert TrainConfig().model.batch_norm is False
 
 
 def weights_by_path(model):
@@ -426,7 +435,8 @@ def test_ghost_batch_norm_indivisible_batch_raises():
 
 def test_ghost_batch_norm_model_fits_and_round_trips_keras_file(tmp_path):
     model = models.build(
-        "lenet", input_shape=MNIST, num_classes=10, ghost_batch_size=4, bn_affine=True
+        "lenet", input_shape=MNIST, num_classes=10, batch_norm=True, ghost_batch_size=4,
+        bn_affine=True
     )
     rng = np.random.default_rng(2)
     x = rng.normal(size=(16, *MNIST)).astype("float32")

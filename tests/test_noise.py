@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.diagonal import diagonal_fisher
-from tfwd.train import TrainStep
+from tfwd.train import TrainConfig, TrainStep
 from tfwd.noise import KINDS, CurvatureNoise, make_noise, noise_scale
 from tfwd.noise.batch import NoiseBatch, rademacher, standard_normal
 from tfwd.noise.kfac import FLOAT32_EPSILON, sketch_draw, square_root_factor, uses_sketch
@@ -450,8 +450,11 @@ def test_multiplicative_noise_is_gradient_times_gaussian():
     replica = [flatten(noise.sample_for_batch(x, y, step=0, replica_id=r, num_replicas=2))
                for r in (0, 1)]
     np.testing.assert_array_equal(replica[0], replica[1])
+    # Default σ_m: TrainConfig's; None ties it to the other kinds' scale s.
     assert make_noise("multiplicative", model, large_batch_size=LARGE, small_batch_size=SMALL,
-                      **FOREVER).multiplicative_std == SCALE
+                      **FOREVER).multiplicative_std == TrainConfig().noise.multiplicative_std
+    assert make_noise("multiplicative", model, large_batch_size=LARGE, small_batch_size=SMALL,
+                      multiplicative_std=None, **FOREVER).multiplicative_std == SCALE
 
 
 # --------------------------------------------------------------- switching off, seeding
@@ -469,7 +472,9 @@ def test_noise_is_exactly_zero_after_noise_until_epoch_and_when_batches_match(ki
     assert all(any(np.any(draw[i].numpy() != 0) for draw in active)
                for i in range(len(model.trainable_weights)))
     assert np.all(flatten(noise.sample_for_batch(x, y, step=3)) == 0)
-    same_batch = make_noise(kind, model, large_batch_size=LARGE, small_batch_size=LARGE, **FOREVER)
+    # Multiplicative noise vanishes with s only when its σ_m is tied to s (None).
+    same_batch = make_noise(kind, model, large_batch_size=LARGE, small_batch_size=LARGE,
+                            multiplicative_std=None, **FOREVER)
     assert same_batch.scale == 0
     assert np.all(flatten(same_batch.sample_for_batch(x, y, step=0)) == 0)
 

@@ -11,7 +11,7 @@ from tfwd.experiments.paper002.quadratic import (
     trajectory_figure,
 )
 from tfwd.noise.quadratic import (
-    NOISE_KINDS,
+    QUADRATIC_NOISE_KINDS,
     expected_loss_exact,
     noise_matrix,
     run_quadratic_study,
@@ -47,7 +47,7 @@ ILL_CONDITIONED = rotated_2d(1.0, 0.05, 30.0)
 def test_trace_term_closed_forms_on_random_spd():
     A = random_spd(5, seed=1)
     dimension = A.shape[0]
-    trace = {kind: trace_ct_a_c(A, noise_matrix(A, kind)) for kind in NOISE_KINDS}
+    trace = {kind: trace_ct_a_c(A, noise_matrix(A, kind)) for kind in QUADRATIC_NOISE_KINDS}
     np.testing.assert_allclose(trace["fisher"], np.linalg.norm(A, "fro") ** 2, rtol=1e-12)
     np.testing.assert_allclose(trace["diagonal"], np.sum(np.diag(A) ** 2), rtol=1e-12)
     np.testing.assert_allclose(trace["isotropic"], np.trace(A) ** 2 / dimension, rtol=1e-12)
@@ -121,9 +121,9 @@ def test_steady_state_orders_as_the_trace_term_predicts():
         A, learning_rate=learning_rate, steps=steps, num_seeds=4000, theta0=theta0, seed=7
     )
     kinds = study["kinds"]
-    trace = [kinds[kind]["trace_ct_a_c"] for kind in NOISE_KINDS]
-    final = [kinds[kind]["final_expected_loss"] for kind in NOISE_KINDS]
-    stationary = [kinds[kind]["stationary_expected_loss"] for kind in NOISE_KINDS]
+    trace = [kinds[kind]["trace_ct_a_c"] for kind in QUADRATIC_NOISE_KINDS]
+    final = [kinds[kind]["final_expected_loss"] for kind in QUADRATIC_NOISE_KINDS]
+    stationary = [kinds[kind]["stationary_expected_loss"] for kind in QUADRATIC_NOISE_KINDS]
     assert trace == sorted(trace, reverse=True) and len(set(trace)) == len(trace)
     assert final == sorted(final, reverse=True)
     assert stationary == sorted(stationary, reverse=True)
@@ -147,7 +147,7 @@ def test_study_is_deterministic_given_seed():
     first = run_quadratic_study(ILL_CONDITIONED, seed=11, **settings)
     again = run_quadratic_study(ILL_CONDITIONED, seed=11, **settings)
     other = run_quadratic_study(ILL_CONDITIONED, seed=12, **settings)
-    for kind in NOISE_KINDS:
+    for kind in QUADRATIC_NOISE_KINDS:
         np.testing.assert_array_equal(
             first["kinds"][kind]["mean_loss"], again["kinds"][kind]["mean_loss"]
         )
@@ -199,8 +199,8 @@ def test_trajectory_plot(tmp_path):
     figure = trajectory_figure(ILL_CONDITIONED, **settings)
     axes = figure.axes[0]
     lines = axes.get_lines()
-    assert len(lines) == len(NOISE_KINDS)
-    for line, kind in zip(lines, NOISE_KINDS):
+    assert len(lines) == len(QUADRATIC_NOISE_KINDS)
+    for line, kind in zip(lines, QUADRATIC_NOISE_KINDS):
         assert line.get_label().startswith(NOISE_LABELS[kind])
     assert "α = 0.1" in axes.get_title() and "A = [[" in axes.get_title()
 
@@ -212,8 +212,8 @@ def test_expected_loss_plot(tmp_path):
     path = plot_expected_loss(study, tmp_path / "sub" / "loss.png")
     assert_valid_png(path)
     lines = labelled_lines(expected_loss_figure(study))
-    assert len(lines) == len(NOISE_KINDS)
-    for line, kind in zip(lines, NOISE_KINDS):
+    assert len(lines) == len(QUADRATIC_NOISE_KINDS)
+    for line, kind in zip(lines, QUADRATIC_NOISE_KINDS):
         trace = study["kinds"][kind]["trace_ct_a_c"]
         assert f"Tr(CᵀAC) = {trace:.3g}" in line.get_label()
 
@@ -279,7 +279,7 @@ def test_sample_trajectories_share_one_draw_and_follow_the_update_rule():
     trajectories = sample_trajectories(
         A, learning_rate=learning_rate, steps=steps, seed=seed, theta0=theta0, noise_scale=scale
     )
-    assert tuple(trajectories) == NOISE_KINDS
+    assert tuple(trajectories) == QUADRATIC_NOISE_KINDS
     for kind, (path, trace) in trajectories.items():
         C = noise_matrix(A, kind, scale)
         rng = np.random.default_rng(seed)  # the same draw for every kind

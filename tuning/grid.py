@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import itertools
 
+from tfwd.choices.decay import DECAY_TYPE, DecayType
+from tfwd.choices.optimizers import KFAC_OPTIMIZERS, OPTIMIZERS, Optimizer, is_kfac
 from tfwd.optimizers import scaled_learning_rate
 from tfwd.train import TrainConfig
 
 # Grid key -> TrainConfig field, and the optimizers each field acts on.
 ALIASES = {"lr": "learning_rate"}
+_SGD, _ADAM, _KFAC_G, _KFAC_F = Optimizer.SGD, Optimizer.ADAM, Optimizer.KFAC_G, Optimizer.KFAC_F
+_L2, _DECOUPLED = DecayType.L2, DecayType.DECOUPLED
 TUNABLE_FIELDS = {
-    "learning_rate": ("sgd", "adam", "kfac_g", "kfac_f"),
-    "weight_decay": ("sgd", "adam", "kfac_g", "kfac_f"),
-    "momentum": ("sgd", "kfac_g", "kfac_f"),
-    "damping": ("kfac_g", "kfac_f"),
-    "kl_clip": ("kfac_g", "kfac_f"),
+    "learning_rate": OPTIMIZERS,
+    "weight_decay": OPTIMIZERS,
+    "momentum": (_SGD, _KFAC_G, _KFAC_F),
+    "damping": KFAC_OPTIMIZERS,
+    "kl_clip": KFAC_OPTIMIZERS,
 }
 
 # Values several grids share.
@@ -66,20 +70,20 @@ _PAPER_000_KFAC_LEARNING_RATES = (0.1, 0.05, 0.03, 0.01, 3e-3, 1e-3, 3e-4)
 _PAPER_000_KFAC_L2_DECAYS = (1e-3, 3e-4, 1e-4, 3e-5)
 _PAPER_000_KFAC_DECOUPLED_DECAYS = (1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3)
 PAPER_000_LEARNING_RATES = {
-    "sgd": (0.3, 0.1, 0.03, 0.01),
-    "adam": _ADAM_LEARNING_RATES,
-    "kfac_g": _PAPER_000_KFAC_LEARNING_RATES,
-    "kfac_f": _PAPER_000_KFAC_LEARNING_RATES,
+    _SGD: (0.3, 0.1, 0.03, 0.01),
+    _ADAM: _ADAM_LEARNING_RATES,
+    _KFAC_G: _PAPER_000_KFAC_LEARNING_RATES,
+    _KFAC_F: _PAPER_000_KFAC_LEARNING_RATES,
 }
 PAPER_000_DECAYS = {
-    ("sgd", "l2"): _SGD_DECAYS,
-    ("sgd", "decoupled"): (1e-1, 3e-2, 1e-2, 3e-3, 1e-3),
-    ("adam", "l2"): _SGD_DECAYS,
-    ("adam", "decoupled"): _ADAM_DECOUPLED_DECAYS,
-    ("kfac_g", "l2"): _PAPER_000_KFAC_L2_DECAYS,
-    ("kfac_g", "decoupled"): _PAPER_000_KFAC_DECOUPLED_DECAYS,
-    ("kfac_f", "l2"): _PAPER_000_KFAC_L2_DECAYS,
-    ("kfac_f", "decoupled"): _PAPER_000_KFAC_DECOUPLED_DECAYS,
+    (_SGD, _L2): _SGD_DECAYS,
+    (_SGD, _DECOUPLED): (1e-1, 3e-2, 1e-2, 3e-3, 1e-3),
+    (_ADAM, _L2): _SGD_DECAYS,
+    (_ADAM, _DECOUPLED): _ADAM_DECOUPLED_DECAYS,
+    (_KFAC_G, _L2): _PAPER_000_KFAC_L2_DECAYS,
+    (_KFAC_G, _DECOUPLED): _PAPER_000_KFAC_DECOUPLED_DECAYS,
+    (_KFAC_F, _L2): _PAPER_000_KFAC_L2_DECAYS,
+    (_KFAC_F, _DECOUPLED): _PAPER_000_KFAC_DECOUPLED_DECAYS,
 }
 
 # Paper 002 table 1's MNIST rows at the mnist_paper scale: base learning rates at batch 128
@@ -95,14 +99,14 @@ class GridError(ValueError):
     """A grid that cannot be searched; the message names the offending key or value."""
 
 
-def default_grid(optimizer: str, decay_type: str = "decoupled") -> Grid:
+def default_grid(optimizer: str, decay_type: str = DECAY_TYPE) -> Grid:
     """The default grid of ``optimizer`` (module docstring)."""
-    if optimizer == "sgd":
+    if optimizer == _SGD:
         return {"learning_rate": _SGD_LEARNING_RATES, "weight_decay": _SGD_DECAYS}
-    if optimizer == "adam":
-        decays = _ADAM_DECOUPLED_DECAYS if decay_type == "decoupled" else _SGD_DECAYS
+    if optimizer == _ADAM:
+        decays = _ADAM_DECOUPLED_DECAYS if decay_type == _DECOUPLED else _SGD_DECAYS
         return {"learning_rate": _ADAM_LEARNING_RATES, "weight_decay": decays}
-    if optimizer in ("kfac_g", "kfac_f"):
+    if is_kfac(optimizer):
         return dict(_KFAC_GRID)
     raise GridError(f"No default grid for optimizer {optimizer!r}.")
 

@@ -18,6 +18,7 @@ import time
 import keras
 import keras_tuner
 
+from tfwd.choices.data import Split
 from tfwd.diagnostics import train_with_diagnostics
 from tfwd.train import TrainConfig
 from tfwd.tuning.grid import Grid, point_config
@@ -30,14 +31,14 @@ TRIAL_METRICS = (OBJECTIVE.name, "best_epoch", "best_epoch_validation_accuracy",
 
 def search_config(base: TrainConfig, point: dict) -> TrainConfig:
     """The trial of ``point``: trained on ``train``, scored on validation, test never read."""
-    return point_config(base, point).replace(train_split="train",
+    return point_config(base, point).replace(train_split=Split.TRAIN,
                                              evaluate_test=False)
 
 
 def retraining_config(base: TrainConfig, point: dict) -> TrainConfig:
     """The final run of ``point``: trained on ``train_full`` (train + validation), and tested
     once, after its last epoch (paper 000, appendix A)."""
-    return point_config(base, point).replace(train_split="train_full",
+    return point_config(base, point).replace(train_split=Split.TRAIN_FULL,
                                              evaluate_test=True, test_every_epoch=False)
 
 

@@ -20,6 +20,7 @@ import os
 
 from keras_tuner.engine import trial as trial_lib
 
+from tfwd.choices.schedules import LearningRateScaling
 from tfwd.train.config import TrainConfig
 from tfwd.train.files import write_json_atomically
 from tfwd.tuning.hypermodel import OBJECTIVE, TRIAL_METRICS
@@ -65,7 +66,7 @@ def markdown(report: dict) -> str:
         "`train` and are scored by the **final-epoch** accuracy on the held-out `validation` "
         "split; the test set is not read during the search.",
     ]
-    if scaling["rule"] != "none":
+    if scaling["rule"] != LearningRateScaling.NONE:
         lines.append(
             f"Learning rates are at batch {scaling['base_batch_size']} and are rescaled "
             f"({scaling['rule']} rule) to batch {scaling['batch_size']}: applied rates "

@@ -28,6 +28,7 @@ import os
 
 import keras
 
+from tfwd.choices.runtime import Strategy
 from tfwd.data.sharing import shared_input_pipelines
 from tfwd.diagnostics import train_with_diagnostics
 from tfwd.train import TrainConfig
@@ -152,7 +153,7 @@ def run_search(base: TrainConfig, directory: str, grid: Grid | None = None,
     """
     grid = dict(grid or default_grid(base.optimizer.name, base.optimizer.decay_type))
     check_grid(grid, base)
-    if base.runtime.strategy == "multi_worker":
+    if base.runtime.strategy == Strategy.MULTI_WORKER:
         raise SearchSetupError(
             "strategy='multi_worker' cannot run inside trials; parallelize the search across "
             "processes instead (KERASTUNER_* chief/workers), each trial on one machine "

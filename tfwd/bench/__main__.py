@@ -20,20 +20,21 @@ from absl import app, flags  # noqa: E402
 
 import tfwd.bench  # noqa: E402
 from tfwd.bench import config as config_lib  # noqa: E402
-from tfwd.curvature.inverse import INVERSE_METHODS  # noqa: E402
-from tfwd.curvature.low_rank import LOW_RANK_MODES  # noqa: E402
+from tfwd.choices.kfac import INVERSE_METHODS, LOW_RANK_MODES  # noqa: E402
+from tfwd.choices.noise import ADDED_NOISE_KINDS  # noqa: E402
+from tfwd.choices.optimizers import OPTIMIZERS  # noqa: E402
 
 FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.BenchConfig()
 
 flags.DEFINE_list("models", None, f"Models of part 1 (default {list(_DEFAULTS.models)}).")
 flags.DEFINE_list("batch_sizes", None, f"Batch sizes (default {list(_DEFAULTS.batch_sizes)}).")
-flags.DEFINE_list("optimizers", None, f"Subset of {list(config_lib.OPTIMIZERS)}.")
+flags.DEFINE_list("optimizers", None, f"Subset of {list(OPTIMIZERS)}.")
 flags.DEFINE_integer("steps", None, "SGD/Adam (and in-place K-FAC ordinary) steps per round "
                      "(default: per-model plan). Whole-period K-FAC times one period per round.")
 flags.DEFINE_integer("rounds", None, "Interleaved timing rounds (default: per-model plan).")
 flags.DEFINE_bool("noise", True, "Part 2: curvature-noise step ratios.")
-flags.DEFINE_list("noise_kinds", None, f"Subset of {list(config_lib.NOISE_KINDS)}.")
+flags.DEFINE_list("noise_kinds", None, f"Subset of {list(ADDED_NOISE_KINDS)}.")
 flags.DEFINE_bool("quick", False, "Tiny shapes and steps: the whole pipeline in seconds.")
 flags.DEFINE_bool("json", False, "Print the results as one JSON object on the last line.")
 flags.DEFINE_integer("seed", 0, "Seed of models and random data.")

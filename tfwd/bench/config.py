@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfwd.choices import kfac
+from tfwd.choices.models import Architecture
+from tfwd.choices.noise import ADDED_NOISE_KINDS, LARGE_BATCH_SIZE, SMALL_BATCH_SIZE
+from tfwd.choices.optimizers import OPTIMIZERS
 from tfwd.curvature.inverse import check_inverse_method
 from tfwd.curvature.low_rank import check_low_rank_mode
-
-OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
-NOISE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,24 +50,27 @@ class ModelPlan:
 
 MNIST_SHAPE, CIFAR_SHAPE = (28, 28, 1), (32, 32, 3)
 
+MLP, LENET, VGG11, TRANSFORMER = (Architecture.MLP, Architecture.LENET, Architecture.VGG11,
+                                  Architecture.TRANSFORMER)
+
 DEFAULT_PLANS = {
-    "mlp": ModelPlan("mlp", MNIST_SHAPE, model_kwargs={"depth": 2, "width": 1000},
-                     rounds=2, steps_per_round=15, component_per_round=5, inverse_repeats=3),
-    "vgg11": ModelPlan("vgg11", CIFAR_SHAPE, batch_norm=True, rounds=2, steps_per_round=2,
-                       kfac_whole_periods=False, kfac_statistics_per_round=1,
-                       component_per_round=1, inverse_repeats=1),
-    "lenet": ModelPlan("lenet", MNIST_SHAPE, rounds=2, steps_per_round=10),
+    MLP: ModelPlan(MLP, MNIST_SHAPE, model_kwargs={"depth": 2, "width": 1000},
+                   rounds=2, steps_per_round=15, component_per_round=5, inverse_repeats=3),
+    VGG11: ModelPlan(VGG11, CIFAR_SHAPE, batch_norm=True, rounds=2, steps_per_round=2,
+                     kfac_whole_periods=False, kfac_statistics_per_round=1,
+                     component_per_round=1, inverse_repeats=1),
+    LENET: ModelPlan(LENET, MNIST_SHAPE, rounds=2, steps_per_round=10),
     # The MNIST transformer of tfwd.models (28 row tokens, d = 64, 2 blocks): every K-FAC
     # block kind but the convolutions (Dense on tokens, EinsumDense, LayerNorm, Embedding).
-    "transformer": ModelPlan("transformer", MNIST_SHAPE, rounds=2, steps_per_round=10),
+    TRANSFORMER: ModelPlan(TRANSFORMER, MNIST_SHAPE, rounds=2, steps_per_round=10),
 }
 
 # --quick: tiny shapes and short periods, so the test runs the whole pipeline in seconds.
 QUICK_PLANS = {
-    "mlp": ModelPlan("mlp", MNIST_SHAPE, model_kwargs={"depth": 2, "width": 32}, rounds=1,
-                     steps_per_round=2, component_per_round=1, inverse_repeats=1),
-    "lenet": ModelPlan("lenet", MNIST_SHAPE, rounds=1, steps_per_round=2,
-                       kfac_whole_periods=False, component_per_round=1, inverse_repeats=1),
+    MLP: ModelPlan(MLP, MNIST_SHAPE, model_kwargs={"depth": 2, "width": 32}, rounds=1,
+                   steps_per_round=2, component_per_round=1, inverse_repeats=1),
+    LENET: ModelPlan(LENET, MNIST_SHAPE, rounds=1, steps_per_round=2,
+                     kfac_whole_periods=False, component_per_round=1, inverse_repeats=1),
 }
 
 
@@ -74,24 +78,24 @@ QUICK_PLANS = {
 class BenchConfig:
     """Everything one benchmark run does (``python -m tfwd.bench`` fills it from flags)."""
 
-    models: tuple = ("mlp", "vgg11")
+    models: tuple = (MLP, VGG11)
     batch_sizes: tuple = (128, 640)
     optimizers: tuple = OPTIMIZERS
-    # K-FAC: the authors' periods and settings (tfwd.optimizers.kfac).
-    cov_every: int = 10
-    inv_every: int = 100
-    damping: float = 1e-3
-    gauss_newton_samples: int = 1
+    # K-FAC: the authors' periods and settings (tfwd.choices.kfac).
+    cov_every: int = kfac.COV_EVERY
+    inv_every: int = kfac.INV_EVERY
+    damping: float = kfac.DAMPING
+    gauss_newton_samples: int = kfac.GAUSS_NEWTON_SAMPLES
     # Replicas among which the per-replica inverse FLOPs are reported (inverses shared out).
     sharded_replicas: int = 2
-    inverse: str = "cholesky"  # tfwd.curvature.inverse.INVERSE_METHODS
-    low_rank: str = "auto"  # tfwd.curvature.low_rank.LOW_RANK_MODES
+    inverse: str = kfac.INVERSE
+    low_rank: str = kfac.LOW_RANK
     # Part 2: large-batch SGD with curvature noise vs plain large-batch SGD.
     noise: bool = True
-    noise_models: tuple = ("mlp", "lenet")
-    noise_kinds: tuple = NOISE_KINDS
-    large_batch_size: int = 4096
-    small_batch_size: int = 128
+    noise_models: tuple = (MLP, LENET)
+    noise_kinds: tuple = ADDED_NOISE_KINDS
+    large_batch_size: int = LARGE_BATCH_SIZE
+    small_batch_size: int = SMALL_BATCH_SIZE
     noise_rounds: int = 3
     noise_steps_per_round: int = 3
     # Timing.
@@ -116,9 +120,9 @@ class BenchConfig:
         unknown = sorted(set(self.optimizers) - set(OPTIMIZERS))
         if unknown:
             raise ValueError(f"Unknown optimizers {unknown}; choose from {OPTIMIZERS}.")
-        unknown = sorted(set(self.noise_kinds) - set(NOISE_KINDS))
+        unknown = sorted(set(self.noise_kinds) - set(ADDED_NOISE_KINDS))
         if unknown:
-            raise ValueError(f"Unknown noise kinds {unknown}; choose from {NOISE_KINDS}.")
+            raise ValueError(f"Unknown noise kinds {unknown}; choose from {ADDED_NOISE_KINDS}.")
         if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}.")
         for name in ("steps", "rounds"):
@@ -135,8 +139,8 @@ class BenchConfig:
     @classmethod
     def quick(cls, **overrides) -> "BenchConfig":
         """Tiny shapes, batch 16, periods of 4 steps: the whole pipeline in well under a minute."""
-        values = dict(models=("mlp", "lenet"), batch_sizes=(16,), cov_every=2, inv_every=4,
-                      noise_models=("mlp",), large_batch_size=64, small_batch_size=16,
+        values = dict(models=(MLP, LENET), batch_sizes=(16,), cov_every=2, inv_every=4,
+                      noise_models=(MLP,), large_batch_size=64, small_batch_size=16,
                       noise_rounds=1, noise_steps_per_round=2, plans=dict(QUICK_PLANS))
         values.update(overrides)
         return cls(**values)

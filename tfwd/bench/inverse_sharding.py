@@ -33,15 +33,19 @@ from absl import app, flags  # noqa: E402
 from tfwd.bench import steps  # noqa: E402
 from tfwd.bench.config import DEFAULT_PLANS, QUICK_PLANS, BenchConfig, ModelPlan  # noqa: E402
 from tfwd.bench.timing import Series, interleave, load_average, machine_info, progress, trace  # noqa: E402
+from tfwd.choices.models import Architecture  # noqa: E402
+from tfwd.choices.optimizers import Optimizer, kfac_curvature  # noqa: E402
+from tfwd.choices.runtime import Strategy  # noqa: E402
 from tfwd.curvature.registry import split_blocks  # noqa: E402
 from tfwd.optimizers.sharding import sharded_inverse_flops  # noqa: E402
 from tfwd.train import configure_cpu_devices, make_strategy  # noqa: E402
 
 FLAGS = flags.FLAGS
+TIMED_OPTIMIZER = Optimizer.KFAC_G
 flags.DEFINE_list("models", None, "Models whose per-replica FLOPs are reported (default: "
                   "every model of the plans).")
-flags.DEFINE_list("timed_models", ["mlp"], "Models whose inverse step is timed (VGG11's "
-                  "4608 x 4608 eigendecompositions take minutes per call here).")
+flags.DEFINE_list("timed_models", [Architecture.MLP], "Models whose inverse step is "
+                  "timed (VGG11's 4608 x 4608 eigendecompositions take minutes per call here).")
 flags.DEFINE_bool("quick", False, "The benchmark's tiny --quick plans (mlp, lenet).")
 flags.DEFINE_integer("replicas", 2, "Replicas (logical CPU devices).")
 flags.DEFINE_integer("batch_size", 128, "Batch of the statistics that fill the factors.")
@@ -58,7 +62,7 @@ def inverse_flops(plan: ModelPlan, replicas: int, seed: int) -> dict:
 def _inverse_step(strategy, plan: ModelPlan, config: BenchConfig, shard: bool, batch):
     """A compiled call of ``refresh_inverses`` under ``strategy``, factors filled from ``batch``."""
     with strategy.scope():
-        model = steps.compiled_model("kfac_g", config, plan)
+        model = steps.compiled_model(TIMED_OPTIMIZER, config, plan)
     model.optimizer.shard_inverses = shard  # read when the inverse step is traced, below
     model.optimizer.initialize_factors(model, tf.data.Dataset.from_tensors(batch), 1)
     function = tf.function(lambda: strategy.run(model.optimizer.refresh_inverses))
@@ -68,7 +72,7 @@ def _inverse_step(strategy, plan: ModelPlan, config: BenchConfig, shard: bool, b
 
 def time_inverse_step(plan: ModelPlan, replicas: int, batch_size: int, rounds: int,
                       seed: int) -> dict:
-    strategy = make_strategy("mirrored", replicas)
+    strategy = make_strategy(Strategy.MIRRORED, replicas)
     config = BenchConfig(seed=seed)
     batch = steps.random_batch(plan, batch_size, seed)
     series = {}
@@ -98,7 +102,7 @@ def main(argv):
     tf.get_logger().setLevel("ERROR")
     results = {"benchmark": "tfwd.bench.inverse_sharding", "machine": machine_info(),
                "load_average_start": load_average(), "replicas": FLAGS.replicas,
-               "batch_size": FLAGS.batch_size, "curvature": "gauss_newton",
+               "batch_size": FLAGS.batch_size, "curvature": kfac_curvature(TIMED_OPTIMIZER),
                "flops": {m: inverse_flops(plans[m], FLAGS.replicas, FLAGS.seed) for m in models},
                "inverse_step": {m: time_inverse_step(plans[m], FLAGS.replicas, FLAGS.batch_size,
                                                      FLAGS.rounds, FLAGS.seed)

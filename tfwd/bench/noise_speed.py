@@ -14,11 +14,15 @@ from __future__ import annotations
 from tfwd.bench import steps
 from tfwd.bench.config import BenchConfig
 from tfwd.bench.timing import interleave, progress
+from tfwd.choices.data import Dataset, Split
+from tfwd.choices.noise import NOISE_UNTIL_EPOCH
+from tfwd.choices.optimizers import Optimizer
+from tfwd.data.catalog import dataset_info
 from tfwd.train import TrainStep
 from tfwd.noise import make_noise
 
-TRAIN_EXAMPLES = 60_000  # MNIST's training set: sets steps_per_epoch as in training
-NOISE_UNTIL_EPOCH = 50  # paper 002 §4
+# MNIST's whole training set: sets steps_per_epoch as in training.
+TRAIN_EXAMPLES = dataset_info(Dataset.MNIST).split_sizes[Split.TRAIN_FULL]
 
 
 def noise_step_ratios(config: BenchConfig) -> list[dict]:
@@ -35,10 +39,10 @@ def noise_step_ratios(config: BenchConfig) -> list[dict]:
         progress(f"noise {model_name} batch {config.large_batch_size}: plain SGD, "
                  f"{', '.join(config.noise_kinds)}")
         x, y = steps.random_batch(plan, config.large_batch_size, config.seed)
-        runs = {"plain": steps.step_series(steps.compiled_model("sgd", config, plan), x, y,
+        runs = {"plain": steps.step_series(steps.compiled_model(Optimizer.SGD, config, plan), x, y,
                                            config.noise_steps_per_round)}
         for kind in config.noise_kinds:
-            model = steps.compiled_model("sgd", config, plan)
+            model = steps.compiled_model(Optimizer.SGD, config, plan)
             noise = make_noise(kind, model, large_batch_size=config.large_batch_size,
                                small_batch_size=config.small_batch_size,
                                steps_per_epoch=steps_per_epoch,

@@ -49,6 +49,7 @@ import tensorflow as tf
 from tfwd.bench import steps
 from tfwd.bench.config import BenchConfig
 from tfwd.bench.timing import Sample, Series, interleave, measure, medians, progress, trace
+from tfwd.choices.optimizers import Optimizer, is_kfac, kfac_curvature
 from tfwd.curvature.block import BlockOptions
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.low_rank import GradientFactors, prefers_low_rank
@@ -242,10 +243,10 @@ def floor_entry(entry: dict, ordinary: Sample, sgd: Series, precondition: Series
 def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
     """All requested optimizers at all batch sizes on one model; K-FAC with its floor."""
     plan = config.plan(model_name)
-    kfac_names = [o for o in config.optimizers if o.startswith("kfac")]
+    kfac_names = [o for o in config.optimizers if is_kfac(o)]
     timed = list(config.optimizers)
-    if kfac_names and "sgd" not in timed:
-        timed.insert(0, "sgd")  # the floor needs the SGD step
+    if kfac_names and Optimizer.SGD not in timed:
+        timed.insert(0, Optimizer.SGD)  # the floor needs the SGD step
     probe = steps.build_model(plan, config.seed)  # the isolated components run on it
     inverse, inverse_extra = None, None
     entries = []
@@ -266,7 +267,7 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                 probe, plan.component_per_round, batch_size, config.low_rank)
             components["forward"] = forward_series(probe, x, plan.component_per_round)
             for name in kfac_names:
-                function = statistics_function(probe, steps.CURVATURE[name], config)
+                function = statistics_function(probe, kfac_curvature(name), config)
                 trace(function, x, y)
                 statistics[name] = function
                 components[name] = Series(lambda f=function: f(x, y), plan.component_per_round)
@@ -289,10 +290,11 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
                 entry = kfac_entry(run, config, inverse_extra)
                 entry["inverse_extra_seconds"] = None if inverse_extra is None else inverse_extra.wall
                 entry["inverse_extra_cpu_seconds"] = None if inverse_extra is None else inverse_extra.cpu
-                entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]), runs["sgd"],
-                                         components["precondition"], components[name],
-                                         components["forward"], inverse, config))
-                sgd = medians(runs["sgd"].samples)
+                entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]),
+                                         runs[Optimizer.SGD], components["precondition"],
+                                         components[name], components["forward"], inverse,
+                                         config))
+                sgd = medians(runs[Optimizer.SGD].samples)
                 entry["ratio_to_sgd"] = entry["step_seconds"] / sgd.wall
                 entry["ratio_to_sgd_cpu"] = entry["step_cpu_seconds"] / sgd.cpu
             else:

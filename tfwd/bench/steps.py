@@ -16,14 +16,12 @@ import tfwd.models
 from tfwd import optimizers
 from tfwd.bench.config import BenchConfig, ModelPlan
 from tfwd.bench.timing import Sample, Series, timed_call
+from tfwd.choices.kfac import AUTHORS_KL_CLIP
+from tfwd.choices.optimizers import MOMENTUM, Optimizer, kfac_curvature
 from tfwd.train import TrainStep
 
 # Learning rates only keep the steps on random data finite; they do not affect speed.
 SGD_LEARNING_RATE, ADAM_LEARNING_RATE, KFAC_LEARNING_RATE = 1e-2, 1e-3, 1e-3
-MOMENTUM = 0.9
-# The authors' KL clipping (tfwd.optimizers.kfac): KFAC-G 1e-4, KFAC-F 1e-5, none with BN.
-KL_CLIP = {"kfac_g": 1e-4, "kfac_f": 1e-5}
-CURVATURE = {"kfac_g": "gauss_newton", "kfac_f": "fisher"}
 
 
 def build_model(plan: ModelPlan, seed: int) -> keras.Model:
@@ -42,18 +40,18 @@ def random_batch(plan: ModelPlan, batch_size: int, seed: int) -> tuple[tf.Tensor
 
 
 def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.optimizers.Optimizer:
-    if name == "sgd":
+    if name == Optimizer.SGD:
         return optimizers.SGD(SGD_LEARNING_RATE, momentum=MOMENTUM)
-    if name == "adam":
+    if name == Optimizer.ADAM:
         return optimizers.Adam(ADAM_LEARNING_RATE)
     return optimizers.KFAC(
         KFAC_LEARNING_RATE,
-        curvature=CURVATURE[name],
+        curvature=kfac_curvature(name),
         damping=config.damping,
         momentum=MOMENTUM,
         cov_every=config.cov_every,
         inv_every=config.inv_every,
-        kl_clip=None if plan.batch_norm else KL_CLIP[name],
+        kl_clip=None if plan.batch_norm else AUTHORS_KL_CLIP[name],  # theirs: none with BN
         gauss_newton_samples=config.gauss_newton_samples,
         seed=config.seed,
         inverse=config.inverse,

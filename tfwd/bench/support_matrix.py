@@ -32,17 +32,20 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfwd.choices.curvature import Curvature  # noqa: E402
+from tfwd.choices.models import Architecture  # noqa: E402
+from tfwd.choices.runtime import DtypePolicy, Loop, Strategy  # noqa: E402
 from tfwd.train.strategy import configure_cpu_devices, make_strategy  # noqa: E402
 
 STEPS = 6
 GLOBAL_BATCH = 8
-LOOPS = ("fit", "custom")
 REPLICAS = (1, 2)
-POLICIES = ("float32", "mixed_bfloat16", "float64")
+POLICIES = (DtypePolicy.FLOAT32, DtypePolicy.MIXED_BFLOAT16, DtypePolicy.FLOAT64)
 MODELS = {
     # name: (input shape, tfwd.models.build keyword arguments)
-    "transformer": ((28, 28, 1), {}),
-    "resnet32": ((32, 32, 3), {"batch_norm": True, "bn_affine": True, "width_factor": 1}),
+    Architecture.TRANSFORMER: ((28, 28, 1), {}),
+    Architecture.RESNET32: ((32, 32, 3), {"batch_norm": True, "bn_affine": True,
+                                          "width_factor": 1}),
 }
 
 
@@ -63,8 +66,9 @@ def _build(model_name: str):
     input_shape, kwargs = MODELS[model_name]
     model = tfwd.models.build(model_name, input_shape=input_shape, num_classes=10, seed=0,
                               **kwargs)
-    optimizer = tfwd.optimizers.KFAC(0.01, curvature="gauss_newton", cov_every=1, inv_every=3,
-                                     damping=1e-2, kl_clip=1e-2, weight_decay=1e-4, seed=0)
+    optimizer = tfwd.optimizers.KFAC(0.01, curvature=Curvature.GAUSS_NEWTON, cov_every=1,
+                                     inv_every=3, damping=1e-2, kl_clip=1e-2, weight_decay=1e-4,
+                                     seed=0)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     optimizer.attach(model)
@@ -77,7 +81,7 @@ def _build(model_name: str):
 
 def _train(model, strategy, dataset, loop: str) -> list[float]:
     """The loss of each of the STEPS steps."""
-    if loop == "fit":
+    if loop == Loop.FIT:
         losses = []
         per_batch = keras.callbacks.LambdaCallback(
             on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
@@ -98,7 +102,8 @@ def _train(model, strategy, dataset, loop: str) -> list[float]:
 def run_cell(model_name: str, loop: str, replicas: int, policy: str) -> dict:
     from tfwd.train.precision import dtype_policy
 
-    strategy = make_strategy("mirrored", 2) if replicas == 2 else tf.distribute.get_strategy()
+    strategy = (make_strategy(Strategy.MIRRORED, 2) if replicas == 2
+                else tf.distribute.get_strategy())
     cell = {"model": model_name, "loop": loop, "replicas": replicas, "dtype_policy": policy}
     started = time.perf_counter()
     try:
@@ -157,7 +162,7 @@ def main(argv=None) -> int:
     configure_cpu_devices(2)
     cells = []
     for name in names:
-        for loop in LOOPS:
+        for loop in Loop.values():
             for policy in POLICIES:
                 single = run_cell(name, loop, 1, policy)
                 double = run_cell(name, loop, 2, policy)

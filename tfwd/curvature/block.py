@@ -28,6 +28,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfwd.choices import kfac as defaults
+from tfwd.choices.kfac import ScaleShift, WeightSharing
 from tfwd.curvature.inverse import check_inverse_method
 
 
@@ -72,17 +74,17 @@ class BlockOptions:
       directly either way.
     """
 
-    weight_sharing: str = "expand"
-    scale_shift: str = "per_channel"
-    inverse: str = "cholesky"
+    weight_sharing: str = defaults.WEIGHT_SHARING
+    scale_shift: str = defaults.SCALE_SHIFT
+    inverse: str = defaults.INVERSE
 
     def __post_init__(self):
-        if self.weight_sharing not in ("expand", "reduce"):
-            raise ValueError(
-                f"weight_sharing must be 'expand' or 'reduce', got {self.weight_sharing!r}.")
-        if self.scale_shift not in ("per_channel", "diagonal"):
-            raise ValueError(
-                f"scale_shift must be 'per_channel' or 'diagonal', got {self.scale_shift!r}.")
+        if self.weight_sharing not in WeightSharing.values():
+            raise ValueError(f"weight_sharing must be one of {WeightSharing.values()}, got "
+                             f"{self.weight_sharing!r}.")
+        if self.scale_shift not in ScaleShift.values():
+            raise ValueError(f"scale_shift must be one of {ScaleShift.values()}, got "
+                             f"{self.scale_shift!r}.")
         check_inverse_method(self.inverse)
 
 

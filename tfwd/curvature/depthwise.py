@@ -18,6 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfwd.choices.kfac import WeightSharing
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops
 from tfwd.curvature.kronecker import check_float_kernel
@@ -61,7 +62,7 @@ class DepthwiseConv2DBlock(CurvatureBlock):
 
     def _shared(self, tensor, aggregate):
         """[B, T, C, n] → [N, C, n]: all (b, t) for expand, one aggregate per b for reduce."""
-        if self.options.weight_sharing == "reduce":
+        if self.options.weight_sharing == WeightSharing.REDUCE:
             return aggregate(tensor, axis=1)
         return tf.reshape(tensor, [-1, *tensor.shape[2:]])
 

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfwd.choices import kfac as defaults
+from tfwd.choices.kfac import INVERSE_METHODS, InverseMethod
+
 
 def pi_from_mean_eigenvalues(mean_a: tf.Tensor, mean_g: tf.Tensor) -> tf.Tensor:
     """π = sqrt(mean_a / mean_g) (elementwise) from the factors' mean eigenvalues tr/dim;
@@ -43,9 +46,8 @@ def pi_split(A: tf.Tensor, G: tf.Tensor) -> tf.Tensor:
     return pi_from_mean_eigenvalues(mean_a, mean_g)
 
 
-INVERSE_METHODS = ("cholesky", "eigh")
 # FLOPs of one damped inverse of an n×n factor, per n³ (module docstring).
-INVERSE_FLOPS_PER_CUBE = {"cholesky": 7 / 3, "eigh": 11}
+INVERSE_FLOPS_PER_CUBE = {InverseMethod.CHOLESKY: 7 / 3, InverseMethod.EIGH: 11}
 
 
 def check_inverse_method(method: str) -> None:
@@ -97,12 +99,12 @@ def inverse_via_cholesky(matrix: tf.Tensor, shift: tf.Tensor, name: str = "") ->
 
 def damped_inverse(matrix: tf.Tensor, shift: tf.Tensor, method: str, name: str = "") -> tf.Tensor:
     """(matrix + shift·I)⁻¹ by ``method`` (``INVERSE_METHODS``); ``name`` labels errors."""
-    if method == "eigh":
+    if method == InverseMethod.EIGH:
         return inverse_via_eigh(matrix, shift)
     return inverse_via_cholesky(matrix, shift, name)
 
 
-def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping, method: str = "cholesky",
+def damped_inverses(A: tf.Tensor, G: tf.Tensor, damping, method: str = defaults.INVERSE,
                     name: str = "") -> tuple[tf.Tensor, tf.Tensor]:
     """(A_λ⁻¹, G_λ⁻¹) with factored Tikhonov damping λ split by π, for factors or stacks of
     factors ([..., n, n], one π per stack entry)."""

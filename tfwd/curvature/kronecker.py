@@ -34,6 +34,7 @@ import string
 import keras
 import tensorflow as tf
 
+from tfwd.choices.kfac import WeightSharing
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops, precondition
@@ -108,7 +109,7 @@ class KroneckerFactoredBlock(CurvatureBlock):
     # -- statistics
     def _weight_shared(self, rows: tf.Tensor, aggregate) -> tf.Tensor:
         """[N, d] rows: every (b, t) for expand; one aggregate over t per example for reduce."""
-        if self.options.weight_sharing == "reduce":
+        if self.options.weight_sharing == WeightSharing.REDUCE:
             return aggregate(rows, axis=1)
         return tf.reshape(rows, [-1, rows.shape[-1]])
 

@@ -29,7 +29,7 @@ import dataclasses
 
 import tensorflow as tf
 
-LOW_RANK_MODES = ("auto", "never", "always")
+from tfwd.choices.kfac import LOW_RANK_MODES, LowRankMode
 
 
 def check_low_rank_mode(mode: str) -> None:
@@ -54,8 +54,8 @@ def precondition_flops(rows, input_dim: int, output_dim: int) -> dict:
 def prefers_low_rank(mode: str, factors: GradientFactors, has_l2_term: bool):
     """Whether to take the low-rank route: a Python bool, or a boolean tensor when "auto"
     meets a batch size only known when the step runs."""
-    if mode != "auto":
-        return mode == "always"
+    if mode != LowRankMode.AUTO:
+        return mode == LowRankMode.ALWAYS
     if has_l2_term:
         return False
     input_dim, output_dim = factors.inputs.shape[-1], factors.output_gradients.shape[-1]

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import keras
 
+from tfwd.choices.curvature import Curvature
+
 _CROSS_ENTROPY = ("SparseCategoricalCrossentropy(from_logits=True)",
                   "CategoricalCrossentropy(from_logits=True)")
 # Curvature ("noise": every noise kind) -> the keras.losses it is defined for, mean over the
 # batch, no label smoothing.
 SUPPORTED_LOSSES = {
-    "fisher": _CROSS_ENTROPY,
-    "empirical": _CROSS_ENTROPY,
-    "gauss_newton": _CROSS_ENTROPY + ("MeanSquaredError()",),
+    Curvature.FISHER: _CROSS_ENTROPY,
+    Curvature.EMPIRICAL: _CROSS_ENTROPY,
+    Curvature.GAUSS_NEWTON: _CROSS_ENTROPY + ("MeanSquaredError()",),
     "noise": _CROSS_ENTROPY,
 }
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")

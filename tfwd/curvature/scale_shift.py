@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfwd.choices.kfac import ScaleShift
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 
 
@@ -88,35 +89,36 @@ class ScaleAndShiftBlock(CurvatureBlock):
     def output_statistics(self, record, output_gradients) -> list:
         v = self.example_gradients(record, output_gradients)
         batch = tf.cast(tf.shape(v)[0], v.dtype)
-        if self.options.scale_shift == "diagonal":
+        if self.options.scale_shift == ScaleShift.DIAGONAL:
             return [tf.reduce_sum(tf.square(v), axis=0) / batch]
         return [tf.einsum("bci,bcj->cij", v, v) / batch]
 
     def factor_specs(self) -> list[StateSpec]:
         k = self.parameters_per_channel
-        shape = (self.channels, k) if self.options.scale_shift == "diagonal" else (self.channels, k, k)
+        diagonal = self.options.scale_shift == ScaleShift.DIAGONAL
+        shape = (self.channels, k) if diagonal else (self.channels, k, k)
         return [StateSpec("F", shape)]
 
     def inverse_specs(self) -> list[StateSpec]:
         spec = self.factor_specs()[0]
-        initializer = "ones" if self.options.scale_shift == "diagonal" else "identity"
+        initializer = "ones" if self.options.scale_shift == ScaleShift.DIAGONAL else "identity"
         return [StateSpec("F_inverse", spec.shape, initializer)]
 
     def damped_inverses(self, factors, damping) -> list:
         F = factors[0]
         damping = tf.cast(damping, F.dtype)
-        if self.options.scale_shift == "diagonal":
+        if self.options.scale_shift == ScaleShift.DIAGONAL:
             return [1.0 / (F + damping)]
         identity = tf.eye(self.parameters_per_channel, dtype=F.dtype)
         return [tf.linalg.inv(F + damping * identity)]
 
     def inverse_cost(self) -> int:
         k = self.parameters_per_channel
-        return self.channels * (k if self.options.scale_shift == "diagonal" else 2 * k**3)
+        return self.channels * (k if self.options.scale_shift == ScaleShift.DIAGONAL else 2 * k**3)
 
     def precondition(self, gradients, inverses) -> list:
         v = tf.stack([tf.reshape(g, [-1]) for g in gradients], axis=-1)  # [C, k]
-        if self.options.scale_shift == "diagonal":
+        if self.options.scale_shift == ScaleShift.DIAGONAL:
             direction = inverses[0] * v
         else:
             direction = tf.einsum("cij,cj->ci", inverses[0], v)
@@ -126,7 +128,7 @@ class ScaleAndShiftBlock(CurvatureBlock):
     def to_dense(self, factors) -> tf.Tensor:
         """θ = [γ.ravel(), β.ravel()]: entry (i·C + c, j·C + c) is F_c[i, j]."""
         F = factors[0]
-        if self.options.scale_shift == "diagonal":
+        if self.options.scale_shift == ScaleShift.DIAGONAL:
             F = tf.linalg.diag(F)
         k, channels = self.parameters_per_channel, self.channels
         dense = tf.einsum("cij,cd->icjd", F, tf.eye(channels, dtype=F.dtype))

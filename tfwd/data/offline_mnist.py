@@ -34,6 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfwd.choices.data import SourceSplit
 from tfwd.data import locations
 from tfwd.data.availability import OFFLINE_MNIST_NAME, OFFLINE_MNIST_VERSION
 
@@ -165,8 +166,8 @@ def prepare(
             "index": tfds.features.Scalar(dtype=np.int64),
         }),
         split_datasets={
-            "train": _keyed_examples(train_images, train_labels),
-            "test": _keyed_examples(test_images, test_labels),
+            SourceSplit.TRAIN: _keyed_examples(train_images, train_labels),
+            SourceSplit.TEST: _keyed_examples(test_images, test_labels),
         },
         data_dir=data_dir,
         description=(

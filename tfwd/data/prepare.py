@@ -8,6 +8,7 @@ builds the offline MNIST (`tfwd.data.offline_mnist`) in DIR (default `$TFWD_DATA
 import argparse
 from collections.abc import Sequence
 
+from tfwd.choices.data import Dataset, SourceSplit
 from tfwd.data import locations, offline_mnist, sources
 
 
@@ -17,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m tfwd.data.prepare",
         description="Prepare a dataset as a TFDS dataset without internet access.",
     )
-    parser.add_argument("dataset", choices=["mnist"])
+    parser.add_argument("dataset", choices=[Dataset.MNIST])
     parser.add_argument(
         "--data_dir",
         default=None,
@@ -33,8 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     verb = "wrote" if rebuilding else "already prepared in"
     print(f"{offline_mnist.DATASET_NAME}: {verb} {target}")
     # Decoding the PNGs now, once, lets every run load the splits in a fraction of a second.
-    builder = sources.find_builder("mnist", data_dir, download=False)
-    for split in ("train", "test"):
+    builder = sources.find_builder(Dataset.MNIST, data_dir, download=False)
+    for split in SourceSplit.values():
         sources.read_split_arrays(builder, split)
 
 

@@ -20,6 +20,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfwd.choices.data import Dataset, SourceSplit, Split
 from tfwd.data import decoded, offline_mnist, splits
 from tfwd.data.availability import DataNotFoundError, missing_data_message, storage_reachable
 from tfwd.data.catalog import DatasetInfo
@@ -50,7 +51,7 @@ def find_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetB
     registered = tfds.builder(name, data_dir=data_dir)
     if _is_prepared(registered):
         return registered
-    if name == "mnist" and offline_mnist.is_prepared(data_dir):
+    if name == Dataset.MNIST and offline_mnist.is_prepared(data_dir):
         return tfds.builder_from_directory(os.fspath(offline_mnist.dataset_dir(data_dir)))
     if not download or not _download_possible():
         raise DataNotFoundError(missing_data_message(name, data_dir, download))
@@ -94,12 +95,13 @@ def load_split(
       (images, labels): uint8 [N, H, W, C] and int32 [N], N = `info.split_sizes[split]`.
       Datasets with an `index` feature come back in `index` order; others in storage order.
     """
-    examples = read_split_arrays(builder, "test" if split == "test" else "train")
+    source = SourceSplit.TEST if split == Split.TEST else SourceSplit.TRAIN
+    examples = read_split_arrays(builder, source)
     has_index = "index" in examples
     if has_index:
         examples = _sorted_by_index(examples)
     images, labels = examples["image"], examples["label"].astype(np.int32)
-    if split != "test":
+    if split != Split.TEST:
         if has_index:
             held_out = splits.held_out_by_index(examples["index"])
         else:

@@ -23,6 +23,7 @@ import hashlib
 
 import numpy as np
 
+from tfwd.choices.data import Split
 from tfwd.data.catalog import HELD_OUT_SIZE
 
 
@@ -49,10 +50,10 @@ def select_rows(split: str, held_out: np.ndarray) -> np.ndarray:
       split: "train", "validation" or "train_full".
       held_out: boolean mask over the official training set from one of the rules above.
     """
-    if split == "train":
+    if split == Split.TRAIN:
         return np.flatnonzero(~held_out)
-    if split == "validation":
+    if split == Split.VALIDATION:
         return np.flatnonzero(held_out)
-    if split == "train_full":
+    if split == Split.TRAIN_FULL:
         return np.arange(len(held_out))
     raise ValueError(f"{split!r} is not drawn from the training set.")

@@ -22,6 +22,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfwd.choices.curvature import Curvature
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.kfac import EXACT_GAUSS_NEWTON
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.statistics import check_curvature, kronecker_factors
 from tfwd.diagnostics.common import to_float
@@ -48,7 +51,7 @@ def normalized_curvature_norms(
     x,
     y=None,
     *,
-    curvature: str = "fisher",
+    curvature: str = Curvature.FISHER,
     seed: int = 0,
     norm: str = "frobenius",
 ) -> dict[str, float]:
@@ -58,8 +61,10 @@ def normalized_curvature_norms(
     Kronecker factors of every Dense/Conv2D layer.
     """
     check_curvature(curvature)
-    pairs = require_normalized_layers(model, "effective_damping")
-    factors = kronecker_factors(model, x, y, curvature=curvature, seed=seed)
+    pairs = require_normalized_layers(model, Diagnostic.EFFECTIVE_DAMPING)
+    # Exact Gauss-Newton factors (K backward passes), the measurement this diagnostic reports.
+    factors = kronecker_factors(model, x, y, curvature=curvature, seed=seed,
+                                gauss_newton_samples=EXACT_GAUSS_NEWTON)
     norms = {}
     for name, pair in pairs.items():
         block = KroneckerBlock.for_layer(pair.linear)
@@ -74,7 +79,7 @@ def normalized_curvature_norms(
 
 def effective_damping(model: keras.Model, damping: float) -> dict[str, float]:
     """{batch-normalized layer: λ‖w‖²} (paper 000 eq. 14). COST: reads the weights only."""
-    pairs = require_normalized_layers(model, "effective_damping")
+    pairs = require_normalized_layers(model, Diagnostic.EFFECTIVE_DAMPING)
     return {name: damping * to_float(kernel_norm(pair.linear)) ** 2 for name, pair in pairs.items()}
 
 
@@ -86,10 +91,12 @@ def effective_damping_report(
 
     COST: one forward pass and K + 1 backward passes (both curvatures).
     """
-    fisher = normalized_curvature_norms(model, x, curvature="fisher", seed=seed, norm=norm)
-    gauss_newton = normalized_curvature_norms(model, x, curvature="gauss_newton", norm=norm)
+    fisher = normalized_curvature_norms(model, x, curvature=Curvature.FISHER, seed=seed,
+                                        norm=norm)
+    gauss_newton = normalized_curvature_norms(model, x, curvature=Curvature.GAUSS_NEWTON,
+                                              norm=norm)
     dampings = effective_damping(model, damping)
-    pairs = require_normalized_layers(model, "effective_damping")
+    pairs = require_normalized_layers(model, Diagnostic.EFFECTIVE_DAMPING)
     return {
         name: {
             "weight_norm": to_float(kernel_norm(pair.linear)),

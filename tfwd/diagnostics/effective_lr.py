@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.layers import LayerGroup
 from tfwd.diagnostics.common import to_float
 from tfwd.diagnostics.layers import (
     LayerSelection,
@@ -23,7 +25,7 @@ from tfwd.diagnostics.layers import (
 )
 
 
-def weight_norms(model: keras.Model, layers: LayerSelection = "all") -> dict[str, float]:
+def weight_norms(model: keras.Model, layers: LayerSelection = LayerGroup.ALL) -> dict[str, float]:
     """{layer name: ‖w‖_F of its kernel} for the selected Dense/Conv2D layers.
 
     Paper 000 figure 4 (the norms one run hands to another). COST: reads the weights only.
@@ -48,7 +50,7 @@ def effective_learning_rates(
     """
     if learning_rate is None:
         learning_rate = current_learning_rate(getattr(model, "optimizer", None))
-    pairs = require_normalized_layers(model, "effective_lr")
+    pairs = require_normalized_layers(model, Diagnostic.EFFECTIVE_LR)
     return {
         name: learning_rate / to_float(kernel_norm(pair.linear)) ** 2
         for name, pair in pairs.items()

@@ -30,6 +30,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.diagnostics.common import (
     batch_size,
     flatten_per_example,
@@ -85,7 +86,7 @@ def empirical_fisher_norms_exact(model: keras.Model, x, y) -> FisherNorms:
 
     COST: as ``per_example_gradients`` plus a B×B×d product; memory B·d.
     """
-    require_labels(y, "fisher_norms")
+    require_labels(y, Diagnostic.FISHER_NORMS)
     gradients = tf.cast(per_example_gradients(model, x, y), tf.float64)
     count = tf.cast(tf.shape(gradients)[0], tf.float64)
     gram = tf.matmul(gradients, gradients, transpose_b=True)
@@ -125,7 +126,7 @@ def empirical_fisher_norms_estimate(
     diagonal and the column weights, plus per distinct column one single-example backward pass
     and one forward-mode pass over the batch (memory d + activations).
     """
-    require_labels(y, "fisher_norms")
+    require_labels(y, Diagnostic.FISHER_NORMS)
     count = batch_size(x)
     if num_columns < 2:
         raise ValueError(f"num_columns must be at least 2, got {num_columns}.")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfwd.choices.curvature import Curvature
+from tfwd.choices.kfac import EXACT_GAUSS_NEWTON
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.capture import split_layers
 from tfwd.curvature.statistics import kronecker_factors
@@ -61,7 +63,8 @@ def kfac_gauss_newton_norms(model: keras.Model, x) -> dict:
     (exact identity-Hessian G, inference mode). Paper 000 lemma 2 / figure 5.
     COST: one forward pass and K backward passes (K = number of logits); memory: the factors.
     """
-    factors = kronecker_factors(model, x, curvature="gauss_newton", gauss_newton_samples=None)
+    factors = kronecker_factors(model, x, curvature=Curvature.GAUSS_NEWTON,
+                                gauss_newton_samples=EXACT_GAUSS_NEWTON)
     layers, _ = split_layers(model)
     per_layer = {}
     for layer in layers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.diagnostics.common import mean_loss, require_labels, to_float
 
 
@@ -19,8 +20,8 @@ def generalization_gap(model: keras.Model, train_batch, test_batch) -> dict[str,
     COST: one forward pass over each batch.
     """
     (x_train, y_train), (x_test, y_test) = train_batch, test_batch
-    require_labels(y_train, "generalization_gap")
-    require_labels(y_test, "generalization_gap")
+    require_labels(y_train, Diagnostic.GENERALIZATION_GAP)
+    require_labels(y_test, Diagnostic.GENERALIZATION_GAP)
     train_loss = to_float(mean_loss(model, x_train, y_train))
     test_loss = to_float(mean_loss(model, x_test, y_test))
     return {"train_loss": train_loss, "test_loss": test_loss, "gap": test_loss - train_loss}

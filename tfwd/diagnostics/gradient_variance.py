@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.curvature.capture import split_layers
 from tfwd.diagnostics.common import batch_size, mean_loss, primals, require_labels
 
@@ -35,7 +36,7 @@ def gradient_variance(
     ``x, y``: the pool of N examples; ``minibatch_size``: M < N.
     COST: ``num_batches`` forward+backward passes of M examples; memory 2·|θ| accumulators.
     """
-    require_labels(y, "gradient_variance")
+    require_labels(y, Diagnostic.GRADIENT_VARIANCE)
     pool = batch_size(x)
     if not 1 <= minibatch_size < pool:
         raise ValueError(

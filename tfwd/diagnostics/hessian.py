@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.diagnostics.common import (
     as_batch,
     inner,
@@ -86,7 +87,7 @@ def hessian_eigenvalue_report(
     COST: up to ``num_iterations`` Hessian-vector products on the batch, twice as many when
     the dominant eigenvalue is negative.
     """
-    require_labels(y, "hessian_eigenvalue")
+    require_labels(y, Diagnostic.HESSIAN_EIGENVALUE)
     variables = primals(model.trainable_variables)
     start = [
         tf.cast(tf.random.stateless_normal(v.shape, seed=tf.constant([seed, k], tf.int64)),

@@ -22,13 +22,13 @@ from typing import Sequence, Union
 import keras
 import tensorflow as tf
 
+from tfwd.choices.layers import LAYER_GROUPS, LayerGroup
 from tfwd.curvature.capture import split_layers
 from tfwd.models import GhostBatchNormalization
 
 BATCH_NORM_TYPES = (keras.layers.BatchNormalization, GhostBatchNormalization)
 
 LayerSelection = Union[str, Sequence[str]]
-LAYER_GROUPS = ("all", "conv", "dense", "normalized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ def require_normalized_layers(model: keras.Model, diagnostic: str) -> dict[str, 
     return found
 
 
-def select_layers(model: keras.Model, selection: LayerSelection = "all") -> list:
+def select_layers(model: keras.Model, selection: LayerSelection = LayerGroup.ALL) -> list:
     """Dense/Conv2D layers of ``model`` by group or by name.
 
     ``selection``: ``"all"`` (every Dense/Conv2D), ``"conv"`` (every Conv2D: the "wn-conv"
@@ -102,13 +102,13 @@ def select_layers(model: keras.Model, selection: LayerSelection = "all") -> list
     """
     weight_layers, _ = split_layers(model)
     if isinstance(selection, str):
-        if selection == "all":
+        if selection == LayerGroup.ALL:
             return weight_layers
-        if selection == "conv":
+        if selection == LayerGroup.CONV:
             return [layer for layer in weight_layers if isinstance(layer, keras.layers.Conv2D)]
-        if selection == "dense":
+        if selection == LayerGroup.DENSE:
             return [layer for layer in weight_layers if isinstance(layer, keras.layers.Dense)]
-        if selection == "normalized":
+        if selection == LayerGroup.NORMALIZED:
             return [pair.linear for pair in batch_normalized_layers(model).values()]
         raise ValueError(
             f"Layer selection must be one of {LAYER_GROUPS} or a list of layer names, "

@@ -16,6 +16,8 @@ from typing import Mapping, Union
 
 import keras
 
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.layers import WEIGHT_NORM_LAYERS
 from tfwd.diagnostics.layers import (
     LayerSelection,
     batch_normalized_layers,
@@ -38,8 +40,8 @@ def load_norm_history(source: Union[str, os.PathLike, NormHistory]) -> dict[int,
             source = json.load(handle)
         if "diagnostics" in source:
             source = source["diagnostics"]
-        if "weight_norms" in source:
-            source = source["weight_norms"]
+        if Diagnostic.WEIGHT_NORMS in source:
+            source = source[Diagnostic.WEIGHT_NORMS]
     return {int(epoch): {k: float(v) for k, v in norms.items()} for epoch, norms in source.items()}
 
 
@@ -57,7 +59,7 @@ class WeightNormTransfer(keras.callbacks.Callback):
     COST: reads and writes the chosen weights once per epoch; no pass over data.
     """
 
-    def __init__(self, target_norms, layers: LayerSelection = "conv"):
+    def __init__(self, target_norms, layers: LayerSelection = WEIGHT_NORM_LAYERS):
         super().__init__()
         self.target_norms = load_norm_history(target_norms)
         self.layers = layers

@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
+from tfwd.choices import kfac
+from tfwd.choices.diagnostics import SAMPLE_SIZE, Diagnostic
 from tfwd.diagnostics.callback import DiagnosticCallback
 from tfwd.diagnostics.common import as_batch, batch_size
 from tfwd.diagnostics.effective_damping import effective_damping_report
@@ -45,7 +47,7 @@ from tfwd.diagnostics.hessian import calibrated_hessian_eigenvalue
 from tfwd.diagnostics.jacobian import jacobian_norm
 from tfwd.diagnostics.layers import require_normalized_layers
 
-NEEDS_TEST_BATCH = ("generalization_gap", "hessian_eigenvalue")
+NEEDS_TEST_BATCH = (Diagnostic.GENERALIZATION_GAP, Diagnostic.HESSIAN_EIGENVALUE)
 # "auto" switches from exact to stochastic above this many floats held at once.
 EXACT_BUDGET_FLOATS = 2**24
 AUTO_PROJECTIONS = 16
@@ -133,33 +135,36 @@ def _gradient_variance(s: Settings, seed: int) -> Callable:
 
 # name -> (settings, seed) -> (model -> value). The order is the order of DIAGNOSTICS.
 _MEASURES: dict[str, Callable] = {
-    "effective_lr": lambda s, seed: effective_learning_rates,
-    "weight_norms": lambda s, seed: weight_norms,
-    "jacobian_norm": lambda s, seed: lambda model: jacobian_norm(
+    Diagnostic.EFFECTIVE_LR: lambda s, seed: effective_learning_rates,
+    Diagnostic.WEIGHT_NORMS: lambda s, seed: weight_norms,
+    Diagnostic.JACOBIAN_NORM: lambda s, seed: lambda model: jacobian_norm(
         model, s.train_batch[0], _jacobian_projections(s, model), seed=seed
     ).as_dict(),
-    "gauss_newton_norm": lambda s, seed: lambda model: gauss_newton_norm(model, s.train_batch[0]),
-    "kfac_gauss_newton_norm": lambda s, seed: lambda model: kfac_gauss_newton_norms(
+    Diagnostic.GAUSS_NEWTON_NORM: lambda s, seed: lambda model: gauss_newton_norm(
         model, s.train_batch[0]
     ),
-    "generalization_gap": lambda s, seed: lambda model: generalization_gap(
+    Diagnostic.KFAC_GAUSS_NEWTON_NORM: lambda s, seed: lambda model: kfac_gauss_newton_norms(
+        model, s.train_batch[0]
+    ),
+    Diagnostic.GENERALIZATION_GAP: lambda s, seed: lambda model: generalization_gap(
         model, s.train_batch, s.test_batch
     ),
-    "fisher_norms": lambda s, seed: lambda model: empirical_fisher_norms(
+    Diagnostic.FISHER_NORMS: lambda s, seed: lambda model: empirical_fisher_norms(
         model, *s.train_batch, _fisher_columns(s, model), seed=seed,
         chunk_size=_fisher_chunk(model),
     ).as_dict(),
-    "effective_damping": lambda s, seed: lambda model: effective_damping_report(
+    Diagnostic.EFFECTIVE_DAMPING: lambda s, seed: lambda model: effective_damping_report(
         model, s.train_batch[0], _current_damping(model, s.damping), seed=seed,
         norm=s.curvature_norm
     ),
-    "gradient_variance": _gradient_variance,
-    "hessian_eigenvalue": lambda s, seed: lambda model: calibrated_hessian_eigenvalue(
+    Diagnostic.GRADIENT_VARIANCE: _gradient_variance,
+    Diagnostic.HESSIAN_EIGENVALUE: lambda s, seed: lambda model: calibrated_hessian_eigenvalue(
         model, s.train_batch, s.temperature_batch, num_iterations=s.hessian_iterations, seed=seed
     ),
 }
 DIAGNOSTICS = tuple(_MEASURES)
-_CHECKS = {name: _requires_batch_norm(name) for name in ("effective_lr", "effective_damping")}
+_CHECKS = {name: _requires_batch_norm(name)
+           for name in (Diagnostic.EFFECTIVE_LR, Diagnostic.EFFECTIVE_DAMPING)}
 
 
 def stream_seed(seed: int, name: str) -> int:
@@ -212,8 +217,8 @@ def build_callbacks(
     test_batch=None,
     log_dir: str | None = None,
     seed: int = 0,
-    damping: float = 1e-3,
-    sample_size: int | None = 256,
+    damping: float = kfac.DAMPING,
+    sample_size: int | None = SAMPLE_SIZE,
     every_epochs: Union[int, Mapping[str, int]] = 1,
     total_epochs: int | None = None,
     json_dir: str | None = None,

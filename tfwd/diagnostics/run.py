@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 import tfwd.data
+from tfwd.choices.data import Split
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.layers import LAYER_GROUPS
 from tfwd.diagnostics.norm_transfer import WeightNormTransfer
 from tfwd.diagnostics.registry import build_callbacks
 from tfwd.train import TrainConfig, train
@@ -32,10 +35,10 @@ def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
     """The callbacks for ``config.diagnostics.names`` (fixed sample batches) and norm transfer."""
     callbacks = []
     if config.diagnostics.names:
-        held_out = "test" if config.data.evaluate_test else "validation"
+        held_out = Split.TEST if config.data.evaluate_test else Split.VALIDATION
         sample = config.diagnostics.sample_size
         # hessian_eigenvalue fits its temperature on the whole held-out split (paper 002).
-        held_out_count = None if "hessian_eigenvalue" in config.diagnostics.names else sample
+        held_out_count = None if Diagnostic.HESSIAN_EIGENVALUE in config.diagnostics.names else sample
         callbacks += build_callbacks(
             list(config.diagnostics.names),
             train_batch=_first_examples(config, config.data.train_split, True, sample),
@@ -50,7 +53,7 @@ def diagnostic_callbacks(config: TrainConfig, workdir: str) -> list:
     reference = config.diagnostics.weight_norm_reference
     if reference:
         layers = config.diagnostics.weight_norm_layers
-        if layers not in ("all", "conv", "dense", "normalized"):
+        if layers not in LAYER_GROUPS:
             layers = [name.strip() for name in layers.split(",") if name.strip()]
         callbacks.append(WeightNormTransfer(reference, layers=layers))
     return callbacks

@@ -6,64 +6,78 @@ lost a table's layout, the reading is noted) and from the authors' published con
 """
 from __future__ import annotations
 
+from tfwd.choices.data import Dataset
+from tfwd.choices.models import Architecture
+from tfwd.choices.optimizers import Optimizer
+from tfwd.choices.regimes import RegimeName as _R
+
+# Short names for the tables below.
+_SGD, _ADAM, _KFAC_F, _KFAC_G = Optimizer.SGD, Optimizer.ADAM, Optimizer.KFAC_F, Optimizer.KFAC_G
+_MNIST, _FASHION_MNIST = Dataset.MNIST, Dataset.FASHION_MNIST
+_CIFAR10, _CIFAR100 = Dataset.CIFAR10, Dataset.CIFAR100
+_MLP, _LENET, _ALEXNET = Architecture.MLP, Architecture.LENET, Architecture.ALEXNET
+_VGG16, _RESNET32, _RESNET44 = Architecture.VGG16, Architecture.RESNET32, Architecture.RESNET44
+# Paper 002's ResNet44 of twice the width (its CIFAR-100 rows): tfwd.models' resnet44 with
+# width_factor=2 (tfwd.experiments.settings.PAPER_MODEL_KWARGS).
+RESNET44_X2 = "resnet44x2"
+
 # ----------------------------------------------------------------- paper 000 (Zhang et al. 2019)
 
-OPTIMIZERS_000 = ("sgd", "adam", "kfac_f", "kfac_g")
-OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "kfac_f": "KFAC-F", "kfac_g": "KFAC-G"}
+OPTIMIZERS_000 = (_SGD, _ADAM, _KFAC_F, _KFAC_G)
 
 # Table 1: (dataset, model, batch_norm, augment) -> {optimizer: (without decay, with decay)}.
 # The middle row of each CIFAR-10 block has one check mark whose column (BN or augmentation)
 # the text extraction lost; it is read as "BN, no augmentation", the setting of the authors'
 # published KFAC-G VGG16 configuration (docs/equations.md §9 table).
 TABLE1_000 = {
-    ("cifar10", "vgg16", False, False): {
-        "sgd": (83.20, 84.87), "adam": (83.16, 84.12),
-        "kfac_f": (85.58, 89.60), "kfac_g": (83.85, 89.81)},
-    ("cifar10", "vgg16", True, False): {
-        "sgd": (86.99, 88.85), "adam": (88.45, 88.72),
-        "kfac_f": (87.97, 89.02), "kfac_g": (88.17, 89.77)},
-    ("cifar10", "vgg16", True, True): {
-        "sgd": (91.71, 93.39), "adam": (92.89, 93.62),
-        "kfac_f": (93.12, 93.90), "kfac_g": (93.19, 93.80)},
-    ("cifar10", "resnet32", False, False): {
-        "sgd": (85.47, 86.63), "adam": (84.43, 87.54),
-        "kfac_f": (86.82, 90.22), "kfac_g": (85.24, 90.64)},
-    ("cifar10", "resnet32", True, False): {
-        "sgd": (86.13, 90.65), "adam": (89.46, 90.61),
-        "kfac_f": (89.78, 91.24), "kfac_g": (89.94, 90.91)},
-    ("cifar10", "resnet32", True, True): {
-        "sgd": (92.95, 95.14), "adam": (93.63, 94.66),
-        "kfac_f": (93.80, 95.35), "kfac_g": (93.44, 95.04)},
-    ("cifar100", "vgg16", True, True): {
-        "sgd": (68.42, 73.31), "adam": (69.88, 74.22),
-        "kfac_f": (71.05, 73.36), "kfac_g": (67.46, 73.57)},
-    ("cifar100", "resnet32", True, True): {
-        "sgd": (73.61, 77.73), "adam": (73.60, 77.40),
-        "kfac_f": (74.49, 78.01), "kfac_g": (73.70, 78.02)},
+    (_CIFAR10, _VGG16, False, False): {
+        _SGD: (83.20, 84.87), _ADAM: (83.16, 84.12),
+        _KFAC_F: (85.58, 89.60), _KFAC_G: (83.85, 89.81)},
+    (_CIFAR10, _VGG16, True, False): {
+        _SGD: (86.99, 88.85), _ADAM: (88.45, 88.72),
+        _KFAC_F: (87.97, 89.02), _KFAC_G: (88.17, 89.77)},
+    (_CIFAR10, _VGG16, True, True): {
+        _SGD: (91.71, 93.39), _ADAM: (92.89, 93.62),
+        _KFAC_F: (93.12, 93.90), _KFAC_G: (93.19, 93.80)},
+    (_CIFAR10, _RESNET32, False, False): {
+        _SGD: (85.47, 86.63), _ADAM: (84.43, 87.54),
+        _KFAC_F: (86.82, 90.22), _KFAC_G: (85.24, 90.64)},
+    (_CIFAR10, _RESNET32, True, False): {
+        _SGD: (86.13, 90.65), _ADAM: (89.46, 90.61),
+        _KFAC_F: (89.78, 91.24), _KFAC_G: (89.94, 90.91)},
+    (_CIFAR10, _RESNET32, True, True): {
+        _SGD: (92.95, 95.14), _ADAM: (93.63, 94.66),
+        _KFAC_F: (93.80, 95.35), _KFAC_G: (93.44, 95.04)},
+    (_CIFAR100, _VGG16, True, True): {
+        _SGD: (68.42, 73.31), _ADAM: (69.88, 74.22),
+        _KFAC_F: (71.05, 73.36), _KFAC_G: (67.46, 73.57)},
+    (_CIFAR100, _RESNET32, True, True): {
+        _SGD: (73.61, 77.73), _ADAM: (73.60, 77.40),
+        _KFAC_F: (74.49, 78.01), _KFAC_G: (73.70, 78.02)},
 }
 
 # Table 2: Jacobian norm at the end of training, CIFAR-10 without BN:
 # model -> {optimizer: (without decay, with decay)}.
 TABLE2_000 = {
-    "vgg16": {"sgd": (564.0, 142.0), "kfac_g": (498.0, 51.44)},
-    "resnet32": {"sgd": (2765.0, 1074.0), "kfac_g": (2115.0, 64.16)},
+    _VGG16: {_SGD: (564.0, 142.0), _KFAC_G: (498.0, 51.44)},
+    _RESNET32: {_SGD: (2765.0, 1074.0), _KFAC_G: (2115.0, 64.16)},
 }
 
 # Table 3 (appendix G.1): (dataset, model) -> {optimizer: {batch: (without, with decay)}};
 # BN + augmentation (its batch-128 columns are table 1's BN + augmentation rows).
 TABLE3_000 = {
-    ("cifar10", "vgg16"): {
-        "sgd": {128: (91.71, 93.39), 640: (90.46, 93.09), 2000: (88.50, 92.24)},
-        "kfac_f": {128: (93.12, 93.90), 640: (92.93, 93.55), 2000: (92.17, 93.31)},
-        "kfac_g": {128: (93.19, 93.80), 640: (92.98, 93.74), 2000: (90.78, 93.46)}},
-    ("cifar10", "resnet32"): {
-        "sgd": {128: (92.95, 95.14), 640: (91.68, 94.45), 2000: (89.70, 94.68)},
-        "kfac_f": {128: (93.80, 95.35), 640: (92.30, 94.79), 2000: (91.15, 94.43)},
-        "kfac_g": {128: (93.44, 95.04), 640: (91.80, 94.73), 2000: (90.02, 94.85)}},
-    ("cifar100", "resnet32"): {
-        "sgd": {128: (73.61, 77.73), 640: (71.74, 76.67), 2000: (65.38, 76.87)},
-        "kfac_f": {128: (74.49, 78.01), 640: (73.54, 77.34), 2000: (71.64, 77.13)},
-        "kfac_g": {128: (73.70, 78.02), 640: (71.13, 77.40), 2000: (65.41, 76.93)}},
+    (_CIFAR10, _VGG16): {
+        _SGD: {128: (91.71, 93.39), 640: (90.46, 93.09), 2000: (88.50, 92.24)},
+        _KFAC_F: {128: (93.12, 93.90), 640: (92.93, 93.55), 2000: (92.17, 93.31)},
+        _KFAC_G: {128: (93.19, 93.80), 640: (92.98, 93.74), 2000: (90.78, 93.46)}},
+    (_CIFAR10, _RESNET32): {
+        _SGD: {128: (92.95, 95.14), 640: (91.68, 94.45), 2000: (89.70, 94.68)},
+        _KFAC_F: {128: (93.80, 95.35), 640: (92.30, 94.79), 2000: (91.15, 94.43)},
+        _KFAC_G: {128: (93.44, 95.04), 640: (91.80, 94.73), 2000: (90.02, 94.85)}},
+    (_CIFAR100, _RESNET32): {
+        _SGD: {128: (73.61, 77.73), 640: (71.74, 76.67), 2000: (65.38, 76.87)},
+        _KFAC_F: {128: (74.49, 78.01), 640: (73.54, 77.34), 2000: (71.64, 77.13)},
+        _KFAC_G: {128: (73.70, 78.02), 640: (71.13, 77.40), 2000: (65.41, 76.93)}},
 }
 
 # The figures publish curves, not numbers; these are the claims the text makes about them.
@@ -88,69 +102,69 @@ CLAIMS_000 = {
 
 # ------------------------------------------------- paper 002 (curvature noise, ICLR 2019 sub.)
 
-REGIME_NAMES = {
-    "sb": "SB",
-    "lb": "LB",
-    "lb_gbn": "LB+GBN",
-    "trace": "Trace+GBN",
-    "diag_f": "Diag-F+GBN",
-    "full_f": "LB+full F",
-    "diag_f_plain": "LB+diag F",
-    "kfac_plain": "LB+K-FAC noise",
-    "batch_change": "BatchChange",
-    "multiplicative": "Multiplicative",
-    "kfac": "K-FAC",
+REGIME_LABELS = {
+    _R.SB: "SB",
+    _R.LB: "LB",
+    _R.LB_GBN: "LB+GBN",
+    _R.TRACE: "Trace+GBN",
+    _R.DIAG_F: "Diag-F+GBN",
+    _R.FULL_F: "LB+full F",
+    _R.DIAG_F_PLAIN: "LB+diag F",
+    _R.KFAC_PLAIN: "LB+K-FAC noise",
+    _R.BATCH_CHANGE: "BatchChange",
+    _R.MULTIPLICATIVE: "Multiplicative",
+    _R.KFAC: "K-FAC",
 }
 
 # Table 1 (validation accuracy): (dataset, model) -> {regime: (mean, ± or None) or None}.
 # The authors' configurations list six rows; the AlexNet rows and CIFAR-100 VGG16 are from the paper's text.
 TABLE1_002 = {
-    ("mnist", "mlp"): {"sb": (98.10, None), "lb_gbn": (97.94, None),
-                       "trace": (98.08, None), "diag_f": (98.08, None)},
-    ("mnist", "lenet"): {"sb": (99.10, None), "lb_gbn": (98.85, None),
-                         "trace": (99.02, None), "diag_f": (99.10, None)},
-    ("fashion_mnist", "lenet"): {"sb": (91.10, None), "lb_gbn": (88.89, None),
-                                 "trace": (90.29, None), "diag_f": (90.77, None)},
-    ("cifar10", "alexnet"): {"sb": (87.80, None), "lb_gbn": (86.41, 0.18),
-                             "trace": None, "diag_f": (87.30, 0.28)},
-    ("cifar100", "alexnet"): {"sb": (59.21, None), "lb_gbn": (56.75, 0.18),
-                              "trace": None, "diag_f": (58.68, 0.40)},
-    ("cifar10", "vgg16"): {"sb": (93.25, None), "lb_gbn": (91.78, 0.29),
-                           "trace": (92.81, 0.10), "diag_f": (93.15, 0.05)},
-    ("cifar100", "vgg16"): {"sb": (72.83, None), "lb_gbn": (69.44, 0.27),
-                            "trace": (71.26, 0.09), "diag_f": (71.94, 0.14)},
-    ("cifar10", "resnet44"): {"sb": (93.42, None), "lb_gbn": (91.92, 0.29),
-                              "trace": (92.31, 0.02), "diag_f": (92.72, 0.15)},
-    ("cifar100", "resnet44x2"): {"sb": (75.55, None), "lb_gbn": (73.11, 0.22),
-                                 "trace": (73.62, 0.15), "diag_f": (74.10, 0.18)},
+    (_MNIST, _MLP): {_R.SB: (98.10, None), _R.LB_GBN: (97.94, None),
+                     _R.TRACE: (98.08, None), _R.DIAG_F: (98.08, None)},
+    (_MNIST, _LENET): {_R.SB: (99.10, None), _R.LB_GBN: (98.85, None),
+                       _R.TRACE: (99.02, None), _R.DIAG_F: (99.10, None)},
+    (_FASHION_MNIST, _LENET): {_R.SB: (91.10, None), _R.LB_GBN: (88.89, None),
+                               _R.TRACE: (90.29, None), _R.DIAG_F: (90.77, None)},
+    (_CIFAR10, _ALEXNET): {_R.SB: (87.80, None), _R.LB_GBN: (86.41, 0.18),
+                           _R.TRACE: None, _R.DIAG_F: (87.30, 0.28)},
+    (_CIFAR100, _ALEXNET): {_R.SB: (59.21, None), _R.LB_GBN: (56.75, 0.18),
+                            _R.TRACE: None, _R.DIAG_F: (58.68, 0.40)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.LB_GBN: (91.78, 0.29),
+                         _R.TRACE: (92.81, 0.10), _R.DIAG_F: (93.15, 0.05)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.LB_GBN: (69.44, 0.27),
+                          _R.TRACE: (71.26, 0.09), _R.DIAG_F: (71.94, 0.14)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.LB_GBN: (91.92, 0.29),
+                            _R.TRACE: (92.31, 0.02), _R.DIAG_F: (92.72, 0.15)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.LB_GBN: (73.11, 0.22),
+                               _R.TRACE: (73.62, 0.15), _R.DIAG_F: (74.10, 0.18)},
 }
 
 # Table 2 (appendix E): (dataset, model) -> {regime: (mean, ±)}.
 TABLE2_002 = {
-    ("cifar10", "vgg16"): {"sb": (93.25, None), "batch_change": (93.18, None),
-                           "multiplicative": (90.98, None), "kfac": (93.06, None),
-                           "diag_f": (93.15, 0.05)},
-    ("cifar100", "vgg16"): {"sb": (72.83, None), "batch_change": (72.44, None),
-                            "multiplicative": (68.77, None), "kfac": (71.86, None),
-                            "diag_f": (71.94, 0.14)},
-    ("cifar10", "resnet44"): {"sb": (93.42, None), "batch_change": (93.02, None),
-                              "multiplicative": (91.28, None), "kfac": (92.81, None),
-                              "diag_f": (92.72, 0.15)},
-    ("cifar100", "resnet44x2"): {"sb": (75.55, None), "batch_change": (75.16, None),
-                                 "multiplicative": (71.98, None), "kfac": (73.84, None),
-                                 "diag_f": (74.10, 0.18)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.BATCH_CHANGE: (93.18, None),
+                         _R.MULTIPLICATIVE: (90.98, None), _R.KFAC: (93.06, None),
+                         _R.DIAG_F: (93.15, 0.05)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.BATCH_CHANGE: (72.44, None),
+                          _R.MULTIPLICATIVE: (68.77, None), _R.KFAC: (71.86, None),
+                          _R.DIAG_F: (71.94, 0.14)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.BATCH_CHANGE: (93.02, None),
+                            _R.MULTIPLICATIVE: (91.28, None), _R.KFAC: (92.81, None),
+                            _R.DIAG_F: (92.72, 0.15)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.BATCH_CHANGE: (75.16, None),
+                               _R.MULTIPLICATIVE: (71.98, None), _R.KFAC: (73.84, None),
+                               _R.DIAG_F: (74.10, 0.18)},
 }
 
 # Table 3 (appendix E, square-root LR scaling for the LB columns). The text extraction lost
 # the decimal points of most LB entries ("-691-", "715"); they are restored to one decimal.
 TABLE3_002 = {
-    ("cifar10", "vgg16"): {"sb": (93.25, None), "lb_gbn": (91.6, None), "diag_f": (92.9, None)},
-    ("cifar100", "vgg16"): {"sb": (72.83, None), "lb_gbn": (69.1, None),
-                            "diag_f": (71.5, None)},
-    ("cifar10", "resnet44"): {"sb": (93.42, None), "lb_gbn": (91.7, None),
-                              "diag_f": (92.6, None)},
-    ("cifar100", "resnet44x2"): {"sb": (75.55, None), "lb_gbn": (72.8, None),
-                                 "diag_f": (73.6, None)},
+    (_CIFAR10, _VGG16): {_R.SB: (93.25, None), _R.LB_GBN: (91.6, None), _R.DIAG_F: (92.9, None)},
+    (_CIFAR100, _VGG16): {_R.SB: (72.83, None), _R.LB_GBN: (69.1, None),
+                          _R.DIAG_F: (71.5, None)},
+    (_CIFAR10, _RESNET44): {_R.SB: (93.42, None), _R.LB_GBN: (91.7, None),
+                            _R.DIAG_F: (92.6, None)},
+    (_CIFAR100, RESNET44_X2): {_R.SB: (75.55, None), _R.LB_GBN: (72.8, None),
+                               _R.DIAG_F: (73.6, None)},
 }
 
 CLAIMS_002 = {

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from tfwd.choices.scales import ScaleName
 from tfwd.experiments.spec import Artifact, Experiment, Run, RunKey, Scale
 
 
@@ -157,7 +158,7 @@ def describe_scale(scale: Scale, runs: Sequence[Run]) -> str:
         f"batch {_joined(c.schedule.batch_size for c in configs)}",
         f"{_joined(seed_counts)} seed(s) per run",
     ]
-    if scale.name == "mnist_paper":
+    if scale.name == ScaleName.MNIST_PAPER:
         parts.append("paper 002's settings on MNIST, the learning rate grid-searched per regime "
                      "on the held-out 5k split (one seed per grid point), every seed trained at "
                      "the chosen rate on the other 55k")

@@ -27,27 +27,38 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from tfwd.choices import kfac, noise
+from tfwd.choices.data import Dataset, Split
+from tfwd.choices.decay import DecayType
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.kfac import AUTHORS_KL_CLIP
+from tfwd.choices.models import Architecture
+from tfwd.choices.optimizers import MOMENTUM, Optimizer, is_kfac
+from tfwd.choices.scales import ScaleName
 from tfwd.data import dataset_info
+from tfwd.experiments import published
 from tfwd.experiments.spec import Scale
+
+# Short names for the tables below.
+_SGD, _ADAM, _KFAC_G, _KFAC_F = Optimizer.SGD, Optimizer.ADAM, Optimizer.KFAC_G, Optimizer.KFAC_F
+_L2, _DECOUPLED = DecayType.L2, DecayType.DECOUPLED
 
 # ------------------------------------------------------------------------------ paper 000
 
 BATCH_SIZE_000 = 128
 LARGE_BATCH_SIZES_000 = (128, 640, 2000)
-KFAC_SETTINGS = {"damping": 1e-3, "momentum": 0.9, "cov_decay": 0.95, "cov_every": 10,
-                 "inv_every": 100}
-SGD_MOMENTUM = 0.9
+# The authors' K-FAC settings, which are tfwd.choices.kfac's defaults.
+KFAC_SETTINGS = {"damping": kfac.DAMPING, "momentum": MOMENTUM, "cov_decay": kfac.COV_DECAY,
+                 "cov_every": kfac.COV_EVERY, "inv_every": kfac.INV_EVERY}
+SGD_MOMENTUM = MOMENTUM
 # Retraining split of the paper-scale runs (appendix A: retrain on train + validation).
-PAPER_TRAIN_SPLIT = "train_full"
+PAPER_TRAIN_SPLIT = Split.TRAIN_FULL
 # model -> model_kwargs at paper scale (ResNet32 is the ×4 widened one, docs/equations.md §9).
-PAPER_MODEL_KWARGS = {"resnet32": {"width_factor": 4}, "resnet44": {"width_factor": 1},
-                      "resnet44x2": {"width_factor": 2}}
+PAPER_MODEL_KWARGS = {Architecture.RESNET32: {"width_factor": 4},
+                      Architecture.RESNET44: {"width_factor": 1},
+                      published.RESNET44_X2: {"width_factor": 2}}
 # Paper 000, fig. 5: the authors' MNIST MLP is 784-1000-...-10 (tfwd.models.mlp).
 MNIST_MLP_WIDTH_000 = 1000
-
-
-def is_kfac(optimizer: str) -> bool:
-    return optimizer.startswith("kfac")
 
 
 def schedule_000(optimizer: str, batch_size: int) -> dict:
@@ -62,12 +73,12 @@ def kl_clip_000(optimizer: str, batch_norm: bool) -> float | None:
     """KL clipping bound of the authors' runs without batch norm (docs/equations.md §9)."""
     if batch_norm or not is_kfac(optimizer):
         return None
-    return 1e-4 if optimizer == "kfac_g" else 1e-5
+    return AUTHORS_KL_CLIP[optimizer]
 
 
 def paper_decay_type(optimizer: str) -> str:
     """The papers' "wd": L2 through momentum for SGD (the authors' code), decoupled otherwise."""
-    return "l2" if optimizer == "sgd" else "decoupled"
+    return _L2 if optimizer == _SGD else _DECOUPLED
 
 
 def one_pass_batches(dataset: str, split: str, batch_size: int) -> int:
@@ -90,16 +101,17 @@ class AuthorsSetting:
     kl_clip: float | None = None
 
 
+_CIFAR10, _VGG16, _RESNET32 = Dataset.CIFAR10, Architecture.VGG16, Architecture.RESNET32
 AUTHORS_HYPERPARAMETERS = (
-    AuthorsSetting("cifar10", "vgg16", "sgd", True, True, 0.1, "l2", 1e-3),
-    AuthorsSetting("cifar10", "vgg16", "adam", False, False, 3e-4, "decoupled", 0.3),
-    AuthorsSetting("cifar10", "vgg16", "kfac_g", True, False, 0.03, "decoupled", 3e-2),
+    AuthorsSetting(_CIFAR10, _VGG16, _SGD, True, True, 0.1, _L2, 1e-3),
+    AuthorsSetting(_CIFAR10, _VGG16, _ADAM, False, False, 3e-4, _DECOUPLED, 0.3),
+    AuthorsSetting(_CIFAR10, _VGG16, _KFAC_G, True, False, 0.03, _DECOUPLED, 3e-2),
     # "no BN" (augmentation not stated): read as table 1's first row, no BN and no augmentation.
-    AuthorsSetting("cifar10", "vgg16", "kfac_f", False, False, 1e-3, "decoupled", 1.0, 1e-5),
-    AuthorsSetting("cifar10", "resnet32", "sgd", True, True, 0.01, "l2", 3e-3),
-    AuthorsSetting("cifar10", "resnet32", "kfac_g", False, False, 0.03, "decoupled", 3e-2, 1e-4),
-    AuthorsSetting("cifar10", "resnet32", "kfac_f", True, True, 3e-4, "decoupled", 1.0),
-    AuthorsSetting("cifar100", "resnet32", "kfac_g", True, True, 0.05, "decoupled", 1e-2),
+    AuthorsSetting(_CIFAR10, _VGG16, _KFAC_F, False, False, 1e-3, _DECOUPLED, 1.0, 1e-5),
+    AuthorsSetting(_CIFAR10, _RESNET32, _SGD, True, True, 0.01, _L2, 3e-3),
+    AuthorsSetting(_CIFAR10, _RESNET32, _KFAC_G, False, False, 0.03, _DECOUPLED, 3e-2, 1e-4),
+    AuthorsSetting(_CIFAR10, _RESNET32, _KFAC_F, True, True, 3e-4, _DECOUPLED, 1.0),
+    AuthorsSetting(Dataset.CIFAR100, _RESNET32, _KFAC_G, True, True, 0.05, _DECOUPLED, 1e-2),
 )
 
 
@@ -114,17 +126,17 @@ def authors_setting(dataset: str, model: str, optimizer: str, batch_norm: bool,
 
 # ------------------------------------------------------------------------------ paper 002
 
-LARGE_BATCH_002 = 4096
-SMALL_BATCH_002 = 128
+LARGE_BATCH_002 = noise.LARGE_BATCH_SIZE
+SMALL_BATCH_002 = noise.SMALL_BATCH_SIZE
 GHOST_BATCH_002 = 128
 EPOCHS_002 = 200
-NOISE_UNTIL_EPOCH_002 = 50
+NOISE_UNTIL_EPOCH_002 = noise.NOISE_UNTIL_EPOCH
 WARMUP_EPOCHS_002 = 5.0
 SMALL_BATCH_EPOCHS_002 = 50  # BatchChange: 50 SB epochs, then 150 LB epochs
 SEEDS_002 = (0, 1, 2)
 # Chosen here (not stated in paper 002): see the module docstring.
-SGD_SETTINGS_002 = {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9,
-                    "weight_decay": 5e-4, "decay_type": "l2"}
+SGD_SETTINGS_002 = {"optimizer": _SGD, "learning_rate": 0.1, "momentum": MOMENTUM,
+                    "weight_decay": 5e-4, "decay_type": _L2}
 LR_DECAY_EVERY_EPOCHS_002 = 60
 
 # ------------------------------------------------------------------------------ mnist_paper
@@ -137,7 +149,8 @@ MNIST_PAPER_MLP = {"depth": 2, "width": 64}
 # The learning rates searched per regime: ``tfwd.tuning.grid.MNIST_PAPER_LEARNING_RATES``.
 # Figure 3's diagnostics recorded by every run at epochs 50 (noise off), 100, 150, 200: their
 # cost at every epoch would rival training (REPRODUCTION.md §1b states it).
-MNIST_PAPER_DIAGNOSTICS = ("hessian_eigenvalue", "fisher_norms", "gradient_variance")
+MNIST_PAPER_DIAGNOSTICS = (Diagnostic.HESSIAN_EIGENVALUE, Diagnostic.FISHER_NORMS,
+                           Diagnostic.GRADIENT_VARIANCE)
 MNIST_PAPER_DIAGNOSTICS_EVERY_EPOCHS = 50
 
 # ------------------------------------------------------------------------------ small scales
@@ -174,23 +187,26 @@ class SmallSizes:
 
 
 SMALL_SIZES = {
-    "smoke": SmallSizes(mlp={"depth": 2, "width": 256}, epochs=2, batch_size=128,
-                        batch_sizes_000=(128, 640, 2000), large_batch=4096, depths=(1, 2, 3),
-                        kfac_init_batches=10, conv_model="lenet"),
+    # The papers' batch sizes.
+    ScaleName.SMOKE: SmallSizes(mlp={"depth": 2, "width": 256}, epochs=2,
+                                batch_size=BATCH_SIZE_000, batch_sizes_000=LARGE_BATCH_SIZES_000,
+                                large_batch=LARGE_BATCH_002, depths=(1, 2, 3),
+                                kfac_init_batches=10, conv_model=Architecture.LENET),
     # Two batch sizes in all, so that a test decodes MNIST for as few pipelines as possible.
-    "tiny": SmallSizes(mlp={"depth": 1, "width": 16}, epochs=1, batch_size=4096,
-                       batch_sizes_000=(4096, 8192), large_batch=8192, depths=(1, 2),
-                       kfac_init_batches=1, conv_model="mlp", optimizers=("sgd", "kfac_g")),
+    ScaleName.TINY: SmallSizes(mlp={"depth": 1, "width": 16}, epochs=1, batch_size=4096,
+                               batch_sizes_000=(4096, 8192), large_batch=8192, depths=(1, 2),
+                               kfac_init_batches=1, conv_model=Architecture.MLP,
+                               optimizers=(_SGD, _KFAC_G)),
 }
 
 # Fixed hyper-parameters of the small scales (not tuned; chosen for MNIST MLPs):
 # optimizer -> learning rate and γ per decay type. Decoupled SGD γ is 10x the L2 γ (momentum
 # 0.9, see tfwd.tuning.grid.PAPER_000_DECAYS).
 SMALL_HYPERPARAMETERS = {
-    "sgd": {"learning_rate": 0.1, "l2": 1e-3, "decoupled": 1e-2},
-    "adam": {"learning_rate": 1e-3, "l2": 1e-4, "decoupled": 0.3},
-    "kfac_g": {"learning_rate": 0.03, "l2": 1e-4, "decoupled": 3e-2},
-    "kfac_f": {"learning_rate": 3e-3, "l2": 1e-4, "decoupled": 0.3},
+    _SGD: {"learning_rate": 0.1, _L2: 1e-3, _DECOUPLED: 1e-2},
+    _ADAM: {"learning_rate": 1e-3, _L2: 1e-4, _DECOUPLED: 0.3},
+    _KFAC_G: {"learning_rate": 0.03, _L2: 1e-4, _DECOUPLED: 3e-2},
+    _KFAC_F: {"learning_rate": 3e-3, _L2: 1e-4, _DECOUPLED: 0.3},
 }
 
 
@@ -236,6 +252,6 @@ def small_lr_decay_every_epochs(epochs: int) -> int:
 def seeds(scale: Scale, paper_seeds: tuple = (0,)) -> tuple[int, ...]:
     """The seeds of a run: the paper's at the paper scales, else 0..scale.seeds-1 (default
     one)."""
-    if scale.name in ("paper", "mnist_paper"):
+    if scale.name in (ScaleName.PAPER, ScaleName.MNIST_PAPER):
         return tuple(paper_seeds)
     return tuple(range(scale.seeds or 1))

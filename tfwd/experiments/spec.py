@@ -6,7 +6,7 @@ the seeds, and at paper scale optionally the hyper-parameter grid the paper sear
 ``report(context)`` turns their results into the artifact (a markdown table or a PNG plot)
 with the published numbers beside the measured ones.
 
-Four scales (``SCALES``):
+Four scales (``SCALES``, ``tfwd.choices.scales``):
 
 * ``"paper"`` — the papers' datasets, models, epochs, schedules, grids and the authors'
   hyper-parameters (docs/equations.md §9). Days of GPU time; not run here.
@@ -28,12 +28,13 @@ import hashlib
 import json
 from typing import Callable, Mapping, Sequence
 
+from tfwd.choices.models import Architecture
+from tfwd.choices.scales import SCALES, ScaleName
 from tfwd.train import TrainConfig
 
-SCALES = ("paper", "mnist_paper", "smoke", "tiny")
 # The scales of an entry that does not name its own (``Experiment.scales``).
-DEFAULT_SCALES = ("paper", "smoke", "tiny")
-MNIST_PAPER_NETWORKS = ("mlp", "lenet")
+DEFAULT_SCALES = (ScaleName.PAPER, ScaleName.SMOKE, ScaleName.TINY)
+MNIST_PAPER_NETWORKS = (Architecture.MLP, Architecture.LENET)
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
 COSMETIC_FIELDS = ("verbose", "data_dir")
 # How a weight-norm transfer's identity spells the key of the run it copies norms from, inside
@@ -67,13 +68,13 @@ class Scale:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{field} must be a positive integer or None, got {value!r}.")
-            if value is not None and self.name in ("paper", "mnist_paper"):
+            if value is not None and self.name in (ScaleName.PAPER, ScaleName.MNIST_PAPER):
                 raise ValueError(
                     f"{field} overrides only the smoke and tiny scales; the {self.name} scale "
                     "keeps the papers' settings."
                 )
         if self.networks is not None:
-            if self.name != "mnist_paper":
+            if self.name != ScaleName.MNIST_PAPER:
                 raise ValueError(f"networks selects rows of the mnist_paper scale only, not of "
                                  f"{self.name!r}.")
             unknown = sorted(set(self.networks) - set(MNIST_PAPER_NETWORKS))
@@ -83,7 +84,7 @@ class Scale:
 
     @property
     def is_paper(self) -> bool:
-        return self.name == "paper"
+        return self.name == ScaleName.PAPER
 
     def describe(self) -> str:
         overrides = [f"{k}={getattr(self, k)}" for k in ("epochs", "seeds") if getattr(self, k)]

@@ -20,16 +20,17 @@ import sys
 
 from absl import app, flags, logging
 
+from tfwd.choices.scales import SCALES, ScaleName
 from tfwd.experiments import registry, spec
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("name", None,
                     "'all' or comma-separated entries: " + ", ".join(registry.names()))
-flags.DEFINE_enum("scale", "smoke", spec.SCALES, "paper: the papers' settings; mnist_paper: "
-                  "paper 002 table 1's MNIST rows at the paper's settings, learning rate "
-                  "searched per regime (hours); smoke: real MNIST in minutes; tiny: seconds "
-                  "(tests).")
+flags.DEFINE_enum("scale", ScaleName.SMOKE, SCALES,
+                  "paper: the papers' settings; mnist_paper: paper 002 table 1's MNIST rows at "
+                  "the paper's settings, learning rate searched per regime (hours); smoke: real "
+                  "MNIST in minutes; tiny: seconds (tests).")
 flags.DEFINE_list("networks", None, "mnist_paper: train only these rows (of "
                   f"{', '.join(spec.MNIST_PAPER_NETWORKS)}).")
 flags.DEFINE_list("only", None, "Train only the runs whose label matches one of these shell "

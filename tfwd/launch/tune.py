@@ -28,6 +28,7 @@ import sys
 
 from absl import app, flags, logging
 
+from tfwd.choices.runtime import Strategy
 from tfwd.launch import train as train_launcher  # defines the TrainConfig flags
 
 FLAGS = flags.FLAGS
@@ -58,7 +59,7 @@ def main(argv):
             grid or tuning.default_grid(base.optimizer.name, base.optimizer.decay_type), base)
     except tuning.GridError as error:
         sys.exit(f"error: --grid: {error}")
-    if base.runtime.strategy == "mirrored":
+    if base.runtime.strategy == Strategy.MIRRORED:
         import tensorflow as tf
 
         from tfwd.train import configure_cpu_devices

@@ -39,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.curvature import Curvature
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.diagonal import outer_product_sum
 from tfwd.curvature.statistics import output_vectors
@@ -133,8 +134,8 @@ class NoiseBatch:
     def output_gradients(self) -> tf.Tensor:
         """u_b = softmax(z_b) − onehot(y_b) = ∂ℓ_b/∂z_b, [B, K], in ``dtype``."""
         logits = tf.cast(self.logits, self.dtype)
-        (vector, _), = output_vectors(logits, class_indices(self.labels, logits), "empirical",
-                                      seed=None)
+        (vector, _), = output_vectors(logits, class_indices(self.labels, logits),
+                                      Curvature.EMPIRICAL, seed=None)
         return tf.stop_gradient(vector)
 
     def inputs(self, layer) -> tf.Tensor:

@@ -20,7 +20,8 @@ With plain SGD this is exactly Algorithm 1's update; with momentum/Adam/K-FAC th
 through the optimizer's direction like the gradient does. The noise is switched off (exactly
 zero, via ``tf.cond`` on the optimizer's step counter) from step
 ``noise_until_epoch · steps_per_epoch`` on — paper 002 §4.3 stops it after epoch 50. When
-M_L = M_S, s = 0 and nothing is added (multiplicative noise with the default σ_m = s too).
+M_L = M_S, s = 0 and nothing is added (multiplicative noise too when its σ_m is tied to s,
+``multiplicative_std=None``; its default is a fixed σ_m = 0.1).
 ``diag_fisher`` and ``kfac`` cover the Dense/Conv2D layers (``tfwd.curvature.capture``); the
 variables of other layers (batch-norm γ/β, …) get no noise. ``full_fisher``, ``trace`` and
 ``multiplicative`` cover every trainable variable. All but ``multiplicative`` read the captured
@@ -63,26 +64,28 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfwd.choices import noise as defaults
+from tfwd.choices.noise import NOISE_KINDS, NoiseKind
 from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.preconditions import check_outputs_logits
 from tfwd.noise import diag_fisher, full_fisher, kfac, multiplicative, trace
 from tfwd.noise.batch import NoiseBatch
 from tfwd.noise.scale import check_batch_sizes, noise_scale
 
-KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
+KINDS = NOISE_KINDS  # in tfwd.choices.noise's order, which seeds each kind's stream
 
 _SAMPLERS = {
-    "diag_fisher": diag_fisher.sample,
-    "full_fisher": full_fisher.sample,
-    "trace": trace.sample,
-    "kfac": kfac.sample,
-    "multiplicative": multiplicative.sample,
+    NoiseKind.DIAG_FISHER: diag_fisher.sample,
+    NoiseKind.FULL_FISHER: full_fisher.sample,
+    NoiseKind.TRACE: trace.sample,
+    NoiseKind.KFAC: kfac.sample,
+    NoiseKind.MULTIPLICATIVE: multiplicative.sample,
 }
 # Kinds that cover only the captured Dense/Conv2D layers, and kinds that read the captured
 # layers' inputs and per-example pre-activation gradients (full_fisher and trace cover the
 # other variables through the tape).
-_LAYERWISE_KINDS = ("diag_fisher", "kfac")
-_CAPTURE_KINDS = ("diag_fisher", "full_fisher", "trace", "kfac")
+_LAYERWISE_KINDS = (NoiseKind.DIAG_FISHER, NoiseKind.KFAC)
+_CAPTURE_KINDS = (NoiseKind.DIAG_FISHER, NoiseKind.FULL_FISHER, NoiseKind.TRACE, NoiseKind.KFAC)
 
 
 def check_kind(kind: str) -> None:
@@ -102,8 +105,9 @@ class CurvatureNoise:
       noise_until_epoch: noise is added while ``optimizer.iterations`` <
         noise_until_epoch · steps_per_epoch (paper 002: 50).
       seed: seed of the stateless noise streams.
-      multiplicative_std: σ_m of ``"multiplicative"``; default None means σ_m = s, the value
-        at which its variance σ_m²g_i² equals diagonal-Fisher noise s²F_ii when all
+      multiplicative_std: σ_m of ``"multiplicative"``; default
+        ``tfwd.choices.noise.MULTIPLICATIVE_STD`` (0.1, as ``TrainConfig``). None means σ_m = s,
+        the value at which its variance σ_m²g_i² equals diagonal-Fisher noise s²F_ii when all
         per-example gradients agree (g_i² ≤ F_ii always), and zero when M_L = M_S.
     """
 
@@ -115,12 +119,12 @@ class CurvatureNoise:
         large_batch_size: int,
         small_batch_size: int,
         steps_per_epoch: int,
-        noise_until_epoch: int = 50,
+        noise_until_epoch: int = defaults.NOISE_UNTIL_EPOCH,
         seed: int = 0,
-        multiplicative_std: float | None = None,
+        multiplicative_std: float | None = defaults.MULTIPLICATIVE_STD,
     ):
         check_kind(kind)
-        if kind == "none":
+        if kind == NoiseKind.NONE:
             raise ValueError("kind='none' adds no noise: use make_noise, which returns None.")
         check_batch_sizes(large_batch_size, small_batch_size)
         for name, value, minimum in (("steps_per_epoch", steps_per_epoch, 1),
@@ -166,17 +170,18 @@ class CurvatureNoise:
     @property
     def silent(self) -> bool:
         """True when the noise is identically zero: s = 0 (M_L = M_S), or σ_m = 0."""
-        return (self.multiplicative_std if self.kind == "multiplicative" else self.scale) == 0.0
+        multiplicative = self.kind == NoiseKind.MULTIPLICATIVE
+        return (self.multiplicative_std if multiplicative else self.scale) == 0.0
 
     def _key(self, step, replica_id) -> tf.Tensor:
         key = tf.constant([self.seed, KINDS.index(self.kind)], tf.int64)
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
-        if self.kind == "multiplicative":  # shared across replicas (see module docstring)
+        if self.kind == NoiseKind.MULTIPLICATIVE:  # shared across replicas (see module docstring)
             return key
         return tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
 
     def _amplitude(self, num_replicas: int, gradient_scale):
-        if self.kind == "multiplicative":
+        if self.kind == NoiseKind.MULTIPLICATIVE:
             return self.multiplicative_std
         return self.scale * gradient_scale / math.sqrt(num_replicas)
 
@@ -268,9 +273,9 @@ def make_noise(
     large_batch_size: int,
     small_batch_size: int,
     steps_per_epoch: int,
-    noise_until_epoch: int = 50,
+    noise_until_epoch: int = defaults.NOISE_UNTIL_EPOCH,
     seed: int = 0,
-    multiplicative_std: float | None = None,
+    multiplicative_std: float | None = defaults.MULTIPLICATIVE_STD,
 ) -> CurvatureNoise | None:
     """The noise consumer of ``kind`` for ``model``, or None for ``"none"``.
 
@@ -279,7 +284,7 @@ def make_noise(
     ``CurvatureNoise``.
     """
     check_kind(kind)
-    if kind == "none":
+    if kind == NoiseKind.NONE:
         return None
     return CurvatureNoise(
         model, kind,

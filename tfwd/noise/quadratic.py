@@ -7,7 +7,8 @@ constant noise matrix C the iteration of paper 002 eq. 2 / appendix A is
     θ_{k+1} = θ_k − α A θ_k + α C ξ_k,        ξ_k ~ N(0, I),
 
 i.e. the exact gradient plus Gaussian noise of covariance α² CCᵀ. The noise kinds
-(``NOISE_KINDS``; ``noise_scale`` s multiplies every C, the paper's √((M_L−M_S)/(M_L M_S))):
+(``QUADRATIC_NOISE_KINDS``, ``tfwd.choices.quadratic``; ``noise_scale`` s multiplies every C, the
+paper's √((M_L−M_S)/(M_L M_S))):
 
 * ``"fisher"``     C = s·√A            (full Fisher noise, CCᵀ = s²A),
 * ``"diagonal"``   C = s·√diag(A)      (diagonal Fisher noise, paper 002 Algorithm 1),
@@ -59,7 +60,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-NOISE_KINDS = ("fisher", "diagonal", "isotropic", "none")
+from tfwd.choices.quadratic import QUADRATIC_NOISE_KINDS, QuadraticNoise
 
 # Relative tolerance for the symmetry and positive semi-definiteness checks on A.
 _MATRIX_TOLERANCE = 1e-10
@@ -129,10 +130,11 @@ def _check_theta0(theta0, dimension: int) -> np.ndarray:
 
 def _check_noise_kinds(noise_kinds: Sequence[str]) -> tuple[str, ...]:
     noise_kinds = tuple(noise_kinds)
-    unknown = [kind for kind in noise_kinds if kind not in NOISE_KINDS]
+    unknown = [kind for kind in noise_kinds if kind not in QUADRATIC_NOISE_KINDS]
     if unknown or not noise_kinds or len(set(noise_kinds)) != len(noise_kinds):
         raise ValueError(
-            f"noise_kinds must be distinct names from {NOISE_KINDS}, got {noise_kinds!r}"
+            f"noise_kinds must be distinct names from {QUADRATIC_NOISE_KINDS}, got "
+            f"{noise_kinds!r}"
             + (f" (unknown: {unknown})." if unknown else ".")
         )
     return noise_kinds
@@ -154,13 +156,13 @@ def noise_matrix(A, kind: str, noise_scale: float = 1.0) -> np.ndarray:
     (kind,) = _check_noise_kinds((kind,))
     noise_scale = _check_noise_scale(noise_scale)
     dimension = A.shape[0]
-    if kind == "fisher":
+    if kind == QuadraticNoise.FISHER:
         eigenvalues, eigenvectors = np.linalg.eigh(A)
         root = np.sqrt(np.clip(eigenvalues, 0.0, None))
         matrix = (eigenvectors * root) @ eigenvectors.T
-    elif kind == "diagonal":
+    elif kind == QuadraticNoise.DIAGONAL:
         matrix = np.diag(np.sqrt(np.clip(np.diag(A), 0.0, None)))
-    elif kind == "isotropic":
+    elif kind == QuadraticNoise.ISOTROPIC:
         matrix = np.sqrt(np.trace(A) / dimension) * np.eye(dimension)
     else:
         matrix = np.zeros_like(A)
@@ -212,7 +214,7 @@ def sample_trajectories(
     steps: int,
     seed: int,
     theta0,
-    noise_kinds: Sequence[str] = NOISE_KINDS,
+    noise_kinds: Sequence[str] = QUADRATIC_NOISE_KINDS,
     noise_scale: float = 1.0,
 ) -> dict[str, tuple[np.ndarray, float]]:
     """One sampled run per noise kind, all from the same ξ sequence (``seed``), as in
@@ -314,7 +316,7 @@ def run_quadratic_study(
     num_seeds: int,
     theta0,
     seed: int,
-    noise_kinds: Sequence[str] = NOISE_KINDS,
+    noise_kinds: Sequence[str] = QUADRATIC_NOISE_KINDS,
     noise_scale: float = 1.0,
 ) -> dict:
     """Monte Carlo of noisy gradient descent for each noise kind, beside its exact expectation.

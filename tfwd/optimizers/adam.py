@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import keras
 
-from tfwd.optimizers.decay import DecayGroup, WeightDecay
+from tfwd.choices import decay as decay_defaults
+from tfwd.choices.models import TOP_LAYER
+from tfwd.choices.optimizers import Optimizer
+from tfwd.optimizers.decay import DecayGroupOrPredicate, WeightDecay
 
 
 @keras.saving.register_keras_serializable(package="tfwd")
@@ -32,11 +35,11 @@ class Adam(keras.optimizers.Adam):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
-        weight_decay: float = 0.0,
-        decay_type: str = "decoupled",
-        decay_group: DecayGroup = "all",
-        top_layer: str = "top",
-        name: str = "adam",
+        weight_decay: float = decay_defaults.WEIGHT_DECAY,
+        decay_type: str = decay_defaults.DECAY_TYPE,
+        decay_group: DecayGroupOrPredicate = decay_defaults.DECAY_GROUP,
+        top_layer: str = TOP_LAYER,
+        name: str = Optimizer.ADAM,
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)

@@ -30,28 +30,23 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfwd.choices import damping as options
+
 LOWER_RATIO, UPPER_RATIO = 0.25, 0.75  # M&G §6.5's thresholds on ρ
 
 
 @dataclasses.dataclass(frozen=True)
 class DampingAdaptation:
-    """The options of the rule above (defaults: M&G's T₁ = 5 and 19/20; wide bounds)."""
+    """The options of the rule above; defaults (M&G's T₁ = 5 and 19/20, wide bounds) and
+    valid ranges in ``tfwd.choices.damping``, which ``TrainConfig`` checks too."""
 
-    interval: int = 5
-    decay: float = 0.95
-    minimum: float = 1e-8
-    maximum: float = 1e2
+    interval: int = options.INTERVAL
+    decay: float = options.DECAY
+    minimum: float = options.MINIMUM
+    maximum: float = options.MAXIMUM
 
     def __post_init__(self):
-        if isinstance(self.interval, bool) or not isinstance(self.interval, int) \
-                or self.interval < 1:
-            raise ValueError(f"Damping adaptation interval must be an integer >= 1, got "
-                             f"{self.interval!r}.")
-        if not 0 < self.decay < 1:
-            raise ValueError(f"Damping adaptation decay must be in (0, 1), got {self.decay!r}.")
-        if not 0 < self.minimum <= self.maximum:
-            raise ValueError(f"Damping bounds must satisfy 0 < minimum <= maximum, got "
-                             f"[{self.minimum!r}, {self.maximum!r}].")
+        options.check_adaptation(self.interval, self.decay, self.minimum, self.maximum)
 
     @property
     def factor(self) -> float:
@@ -59,10 +54,7 @@ class DampingAdaptation:
         return self.decay ** self.interval
 
     def check_initial(self, damping: float) -> None:
-        if not self.minimum <= damping <= self.maximum:
-            raise ValueError(f"damping {damping!r} lies outside the adaptation bounds "
-                             f"[{self.minimum!r}, {self.maximum!r}]; widen the bounds or "
-                             "start inside them.")
+        options.check_initial_damping(damping, self.minimum, self.maximum)
 
     def get_config(self) -> dict:
         return dataclasses.asdict(self)

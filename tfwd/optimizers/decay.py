@@ -28,10 +28,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Union
 
-DECAY_TYPES = ("decoupled", "l2")
-DECAY_GROUPS = ("all", "top", "rest")
+from tfwd.choices import decay as defaults
+from tfwd.choices.decay import DECAY_GROUPS, DECAY_TYPES, DecayGroup, DecayType
+from tfwd.choices.models import TOP_LAYER
 
-DecayGroup = Union[str, Callable[[object], bool]]
+# A named group (DecayGroup) or a predicate variable -> bool.
+DecayGroupOrPredicate = Union[str, Callable[[object], bool]]
 
 
 def _backend_path(variable) -> str:
@@ -59,10 +61,10 @@ class WeightDecay:
 
     def __init__(
         self,
-        weight_decay: float = 0.0,
-        decay_type: str = "decoupled",
-        decay_group: DecayGroup = "all",
-        top_layer: str = "top",
+        weight_decay: float = defaults.WEIGHT_DECAY,
+        decay_type: str = defaults.DECAY_TYPE,
+        decay_group: DecayGroupOrPredicate = defaults.DECAY_GROUP,
+        top_layer: str = TOP_LAYER,
     ):
         if weight_decay is None or weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
@@ -83,11 +85,11 @@ class WeightDecay:
 
     @property
     def decoupled(self) -> bool:
-        return self.decay_type == "decoupled" and self.weight_decay > 0
+        return self.decay_type == DecayType.DECOUPLED and self.weight_decay > 0
 
     @property
     def l2(self) -> bool:
-        return self.decay_type == "l2" and self.weight_decay > 0
+        return self.decay_type == DecayType.L2 and self.weight_decay > 0
 
     @property
     def keras_weight_decay(self) -> float | None:
@@ -98,10 +100,10 @@ class WeightDecay:
         """True if ``variable`` (Keras or backend variable) belongs to the decayed layer group."""
         if callable(self.decay_group):
             return bool(self.decay_group(self.keras_variable(variable)))
-        if self.decay_group == "all":
+        if self.decay_group == DecayGroup.ALL:
             return True
         in_top = _is_in_layer(variable, self.top_layer)
-        return in_top if self.decay_group == "top" else not in_top
+        return in_top if self.decay_group == DecayGroup.TOP else not in_top
 
     def keras_variable(self, variable):
         """The ``keras.Variable`` of ``variable``, which may be its backend ``tf.Variable``."""
@@ -120,7 +122,8 @@ class WeightDecay:
         in the layer ``top_layer`` (then "rest" would silently decay everything).
         """
         self._variables_by_path = {v.path: v for v in variables if hasattr(v, "path")}
-        if self.weight_decay == 0 or callable(self.decay_group) or self.decay_group == "all":
+        if (self.weight_decay == 0 or callable(self.decay_group)
+                or self.decay_group == DecayGroup.ALL):
             return
         paths = [v.path for v in variables]
         if not any(_is_in_layer(v, self.top_layer) for v in variables):
@@ -153,7 +156,7 @@ class WeightDecay:
         if callable(self.decay_group):
             raise ValueError(
                 "An optimizer whose decay_group is a callable cannot be serialized; "
-                "use one of 'all', 'top', 'rest' to save it."
+                f"use one of {DECAY_GROUPS} to save it."
             )
         return {
             "weight_decay": self.weight_decay,

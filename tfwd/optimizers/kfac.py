@@ -52,6 +52,11 @@ import keras
 import tensorflow as tf
 from tensorflow.python.distribute import values as distribute_values
 
+from tfwd.choices import decay as decay_defaults
+from tfwd.choices import kfac as defaults
+from tfwd.choices.kfac import LowRankMode
+from tfwd.choices.models import TOP_LAYER
+from tfwd.choices.optimizers import MOMENTUM
 from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.embedding import deduplicated
@@ -61,7 +66,7 @@ from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_statistics, check_curvature
 from tfwd.optimizers.damping import DampingAdaptation, adapted_damping, reduction_ratio
-from tfwd.optimizers.decay import DecayGroup, WeightDecay
+from tfwd.optimizers.decay import DecayGroupOrPredicate, WeightDecay
 from tfwd.optimizers.sharding import shards_inverses, update_shared_inverses
 
 
@@ -134,25 +139,25 @@ class KFAC(keras.optimizers.Optimizer):
     def __init__(
         self,
         learning_rate=0.01,
-        curvature: str = "gauss_newton",
-        damping: float = 1e-3,
-        momentum: float = 0.9,
-        cov_decay: float = 0.95,
-        cov_every: int = 10,
-        inv_every: int = 100,
-        kl_clip: float | None = None,
-        weight_decay: float = 0.0,
-        decay_type: str = "decoupled",
-        decay_group: DecayGroup = "all",
-        top_layer: str = "top",
-        gauss_newton_samples: int | None = 1,
+        curvature: str = defaults.CURVATURE,
+        damping: float = defaults.DAMPING,
+        momentum: float = MOMENTUM,
+        cov_decay: float = defaults.COV_DECAY,
+        cov_every: int = defaults.COV_EVERY,
+        inv_every: int = defaults.INV_EVERY,
+        kl_clip: float | None = defaults.KL_CLIP,
+        weight_decay: float = decay_defaults.WEIGHT_DECAY,
+        decay_type: str = decay_defaults.DECAY_TYPE,
+        decay_group: DecayGroupOrPredicate = decay_defaults.DECAY_GROUP,
+        top_layer: str = TOP_LAYER,
+        gauss_newton_samples: int | None = defaults.GAUSS_NEWTON_SAMPLES,
         seed: int = 0,
-        weight_sharing: str = "expand",
-        scale_shift: str = "per_channel",
+        weight_sharing: str = defaults.WEIGHT_SHARING,
+        scale_shift: str = defaults.SCALE_SHIFT,
         shard_inverses: bool = True,
         adaptive_damping: DampingAdaptation | dict | bool | None = None,
-        inverse: str = "cholesky",
-        low_rank: str = "auto",
+        inverse: str = defaults.INVERSE,
+        low_rank: str = defaults.LOW_RANK,
         layers: list[str] | None = None,
         state: list[dict] | None = None,
         name: str = "kfac",
@@ -363,7 +368,8 @@ class KFAC(keras.optimizers.Optimizer):
         replicas = context.num_replicas_in_sync if context is not None else 1
         # The factors describe this replica's gradient before any all-reduce, clipping or
         # accumulation changes it.
-        if (self.low_rank == "never" or replicas > 1 or self.gradient_accumulation_steps
+        if (self.low_rank == LowRankMode.NEVER or replicas > 1
+                or self.gradient_accumulation_steps
                 or any(v is not None for v in (self.clipnorm, self.clipvalue,
                                                self.global_clipnorm))):
             return []

@@ -16,21 +16,21 @@ import math
 
 import keras
 
-SCALING_RULES = ("none", "linear", "sqrt")
+from tfwd.choices.schedules import LR_SCALINGS, LearningRateScaling
 
 
 def scaled_learning_rate(
     base_learning_rate: float, batch_size: int, base_batch_size: int, rule: str
 ) -> float:
     """η₀ rescaled from ``base_batch_size`` to ``batch_size`` by ``rule``."""
-    if rule not in SCALING_RULES:
-        raise ValueError(f"lr scaling rule must be one of {SCALING_RULES}, got {rule!r}.")
+    if rule not in LR_SCALINGS:
+        raise ValueError(f"lr scaling rule must be one of {LR_SCALINGS}, got {rule!r}.")
     if batch_size <= 0 or base_batch_size <= 0:
         raise ValueError("batch sizes must be positive.")
     ratio = batch_size / base_batch_size
-    if rule == "linear":
+    if rule == LearningRateScaling.LINEAR:
         return base_learning_rate * ratio
-    if rule == "sqrt":
+    if rule == LearningRateScaling.SQRT:
         return base_learning_rate * math.sqrt(ratio)
     return base_learning_rate
 

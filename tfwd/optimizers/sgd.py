@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import keras
 
-from tfwd.optimizers.decay import DecayGroup, WeightDecay
+from tfwd.choices import decay as decay_defaults
+from tfwd.choices.models import TOP_LAYER
+from tfwd.choices.optimizers import MOMENTUM, Optimizer
+from tfwd.optimizers.decay import DecayGroupOrPredicate, WeightDecay
 
 
 @keras.saving.register_keras_serializable(package="tfwd")
@@ -36,13 +39,13 @@ class SGD(keras.optimizers.Optimizer):
     def __init__(
         self,
         learning_rate=0.01,
-        momentum: float = 0.9,
+        momentum: float = MOMENTUM,
         nesterov: bool = False,
-        weight_decay: float = 0.0,
-        decay_type: str = "decoupled",
-        decay_group: DecayGroup = "all",
-        top_layer: str = "top",
-        name: str = "sgd",
+        weight_decay: float = decay_defaults.WEIGHT_DECAY,
+        decay_type: str = decay_defaults.DECAY_TYPE,
+        decay_group: DecayGroupOrPredicate = decay_defaults.DECAY_GROUP,
+        top_layer: str = TOP_LAYER,
+        name: str = Optimizer.SGD,
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)

@@ -6,6 +6,8 @@ import keras
 import tfwd.data
 import tfwd.models
 from tfwd import optimizers
+from tfwd.choices.data import Split
+from tfwd.choices.optimizers import Optimizer, kfac_curvature
 from tfwd.optimizers.damping import DampingAdaptation
 
 
@@ -40,15 +42,15 @@ def make_optimizer(config, schedule) -> keras.optimizers.Optimizer:
         decay_type=config.optimizer.decay_type,
         decay_group=config.optimizer.decay_group,
     )
-    if name == "sgd":
+    if name == Optimizer.SGD:
         return optimizers.SGD(schedule, momentum=momentum, **decay)
-    if name == "adam":
+    if name == Optimizer.ADAM:
         return optimizers.Adam(schedule, **decay)
     kfac = config.optimizer.kfac
     adaptation = kfac.adaptive_damping
     return optimizers.KFAC(
         schedule,
-        curvature="gauss_newton" if name == "kfac_g" else "fisher",
+        curvature=kfac_curvature(name),
         damping=kfac.damping,
         momentum=momentum,
         cov_decay=kfac.cov_decay,
@@ -93,8 +95,8 @@ def make_pipelines(config) -> dict:
     if config.schedule.small_batch_epochs:
         pipelines["small_train"] = pipeline(config.data.train_split,
                                             config.schedule.small_batch_size, True)
-    if config.data.train_split == "train":
-        pipelines["validation"] = pipeline("validation", 1000, False)
+    if config.data.train_split == Split.TRAIN:
+        pipelines["validation"] = pipeline(Split.VALIDATION, 1000, False)
     if config.data.evaluate_test:
-        pipelines["test"] = pipeline("test", 1000, False)
+        pipelines["test"] = pipeline(Split.TEST, 1000, False)
     return pipelines

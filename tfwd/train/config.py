@@ -32,26 +32,21 @@ import dataclasses
 import json
 import math
 
-OPTIMIZERS = ("sgd", "adam", "kfac_g", "kfac_f")
-STRATEGIES = ("default", "mirrored", "multi_worker")
-LOOPS = ("fit", "custom")
-DTYPE_POLICIES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")  # tfwd.train.precision
-TRAIN_SPLITS = ("train", "train_full")
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-NOISE_KINDS = ("none", "diag_fisher", "full_fisher", "trace", "kfac", "multiplicative")
-# K-FAC's choices, spelled as in tfwd.curvature.inverse.INVERSE_METHODS and
-# tfwd.curvature.low_rank.LOW_RANK_MODES (tests check they agree).
-KFAC_INVERSES = ("cholesky", "eigh")
-KFAC_LOW_RANK = ("auto", "never", "always")
-# The names of tfwd.models.available() and tfwd.diagnostics.DIAGNOSTICS, spelled here too so
-# that launchers validate flags without importing TensorFlow (tests check they agree).
-MODELS = ("alexnet", "lenet", "mlp", "resnet32", "resnet44", "transformer", "vgg11", "vgg13", "vgg16",
-          "vgg19")
-DIAGNOSTIC_NAMES = (
-    "effective_lr", "weight_norms", "jacobian_norm", "gauss_newton_norm",
-    "kfac_gauss_newton_norm", "generalization_gap", "fisher_norms", "effective_damping",
-    "gradient_variance", "hessian_eigenvalue",
-)
+from tfwd.choices import damping as adaptive_damping_options
+from tfwd.choices import decay, kfac
+from tfwd.choices.data import DATASETS, TRAIN_SPLITS, Dataset, Split
+from tfwd.choices.decay import DECAY_GROUPS, DECAY_TYPES
+from tfwd.choices.diagnostics import DIAGNOSTIC_NAMES, SAMPLE_SIZE
+from tfwd.choices.kfac import INVERSE_METHODS, LOW_RANK_MODES
+from tfwd.choices.layers import WEIGHT_NORM_LAYERS
+from tfwd.choices.models import ARCHITECTURES, BATCH_NORM, Architecture
+from tfwd.choices.noise import (MULTIPLICATIVE_STD, NOISE_KINDS, NOISE_UNTIL_EPOCH,
+                                SMALL_BATCH_SIZE, NoiseKind)
+from tfwd.choices.optimizers import MOMENTUM, OPTIMIZERS, Optimizer, is_kfac
+from tfwd.choices.runtime import DTYPE_POLICIES, LOOPS, STRATEGIES, DtypePolicy, Loop, Strategy
+from tfwd.choices.schedules import LR_SCALINGS, LearningRateScaling
+from tfwd.data.catalog import dataset_info
+
 # Fields (flat names) that do not change a run's numbers: ignored when a rerun is compared
 # with a saved run.
 COSMETIC_FIELDS = ("verbose", "data_dir")
@@ -96,8 +91,8 @@ class _Part:
 class DataConfig(_Part):
     """What to train and evaluate on."""
 
-    dataset: str = "mnist"
-    train_split: str = "train"  # "train_full" = train + validation, for final retraining
+    dataset: str = Dataset.MNIST
+    train_split: str = Split.TRAIN  # Split.TRAIN_FULL = train + validation, for final retraining
     augment: bool = False
     evaluate_test: bool = True  # the tuner switches it off: the search never reads test
     test_every_epoch: bool = True  # False: the test set is evaluated once, after the last epoch
@@ -106,7 +101,7 @@ class DataConfig(_Part):
     def validate(self) -> None:
         self._choice("dataset", DATASETS)
         self._choice("train_split", TRAIN_SPLITS)
-        if self.augment and self.dataset not in ("cifar10", "cifar100"):
+        if self.augment and not dataset_info(self.dataset).augmentable:
             raise ValueError(f"augment is for CIFAR only; dataset is {self.dataset!r}.")
 
 
@@ -114,14 +109,14 @@ class DataConfig(_Part):
 class ModelConfig(_Part):
     """The network: a ``tfwd.models`` name, its keyword arguments, batch normalization."""
 
-    name: str = _flat_named("model", default="mlp")
+    name: str = _flat_named("model", default=Architecture.MLP)
     kwargs: dict = _flat_named("model_kwargs", default_factory=dict)
-    batch_norm: bool = False
+    batch_norm: bool = BATCH_NORM
     bn_affine: bool = False
     ghost_batch_size: int | None = None
 
     def validate(self) -> None:
-        self._choice("name", MODELS)
+        self._choice("name", ARCHITECTURES)
         if self.ghost_batch_size is not None and not self.batch_norm:
             raise ValueError("ghost_batch_size needs batch_norm=True.")
 
@@ -135,17 +130,18 @@ class ScheduleConfig(_Part):
     batch_size: int = 128
     # Paper 002: the small batch M_S that curvature noise imitates, and the batch change's
     # first phase (small_batch_epochs epochs at small_batch_size).
-    small_batch_size: int = 128
+    small_batch_size: int = SMALL_BATCH_SIZE
     small_batch_epochs: int = 0
     lr_decay_every_epochs: int = 0
     lr_decay_factor: float = 0.1
     warmup_epochs: float = 0.0
-    lr_scaling: str = "none"  # rescale learning_rate from base_batch_size to batch_size
+    # Rescale learning_rate from base_batch_size to batch_size.
+    lr_scaling: str = LearningRateScaling.NONE
     base_batch_size: int = 128
 
     def validate(self) -> None:
         self._positive("epochs", "batch_size", "base_batch_size", "small_batch_size")
-        self._choice("lr_scaling", ("none", "linear", "sqrt"))
+        self._choice("lr_scaling", LR_SCALINGS)
         if self.small_batch_epochs < 0 or (
                 self.small_batch_epochs and self.small_batch_epochs >= self.epochs):
             raise ValueError("small_batch_epochs must be in [0, epochs).")
@@ -153,40 +149,33 @@ class ScheduleConfig(_Part):
 
 @dataclasses.dataclass
 class AdaptiveDampingConfig(_Part):
-    """Levenberg–Marquardt damping (``tfwd.optimizers.damping.DampingAdaptation``, whose
-    defaults these are; spelled here too so that flags validate before TensorFlow is imported)."""
+    """Levenberg–Marquardt damping (``tfwd.optimizers.damping.DampingAdaptation``; defaults and
+    checks in ``tfwd.choices.damping``, so that flags validate before TensorFlow is imported)."""
 
     enabled: bool = _flat_named("adaptive_damping", default=False)
-    interval: int = _flat_named("damping_interval", default=5)
-    decay: float = _flat_named("damping_decay", default=0.95)
-    min_damping: float = 1e-8
-    max_damping: float = 1e2
+    interval: int = _flat_named("damping_interval", default=adaptive_damping_options.INTERVAL)
+    decay: float = _flat_named("damping_decay", default=adaptive_damping_options.DECAY)
+    min_damping: float = adaptive_damping_options.MINIMUM
+    max_damping: float = adaptive_damping_options.MAXIMUM
 
     def validate(self) -> None:
-        if isinstance(self.interval, bool) or not isinstance(self.interval, int) \
-                or self.interval < 1:
-            raise ValueError(f"damping_interval must be an integer >= 1, got "
-                             f"{self.interval!r}.")
-        if not 0 < self.decay < 1:
-            raise ValueError(f"damping_decay must be in (0, 1), got {self.decay!r}.")
-        if not 0 < self.min_damping <= self.max_damping:
-            raise ValueError(f"Need 0 < min_damping <= max_damping, got {self.min_damping!r}, "
-                             f"{self.max_damping!r}.")
+        adaptive_damping_options.check_adaptation(self.interval, self.decay, self.min_damping,
+                                                  self.max_damping)
 
 
 @dataclasses.dataclass
 class KFACConfig(_Part):
     """K-FAC's options (the authors' defaults, docs/equations.md §4); used by kfac_g, kfac_f."""
 
-    damping: float = 1e-3
-    kl_clip: float | None = None
-    cov_decay: float = 0.95
-    cov_every: int = 10
-    inv_every: int = 100
-    gauss_newton_samples: int | None = 1
+    damping: float = kfac.DAMPING
+    kl_clip: float | None = kfac.KL_CLIP
+    cov_decay: float = kfac.COV_DECAY
+    cov_every: int = kfac.COV_EVERY
+    inv_every: int = kfac.INV_EVERY
+    gauss_newton_samples: int | None = kfac.GAUSS_NEWTON_SAMPLES
     init_batches: int = _flat_named("kfac_init_batches", default=10)
-    inverse: str = "cholesky"  # how K-FAC inverts its damped factors
-    low_rank: str = "auto"  # Dense blocks: precondition through the gradient's factors
+    inverse: str = kfac.INVERSE  # how K-FAC inverts its damped factors
+    low_rank: str = kfac.LOW_RANK  # Dense blocks: precondition through the gradient's factors
     # Under a multi-replica strategy each replica inverts a share of the blocks (§4.8).
     shard_inverses: bool = True
     adaptive_damping: AdaptiveDampingConfig = dataclasses.field(
@@ -194,47 +183,42 @@ class KFACConfig(_Part):
 
     def validate(self) -> None:
         self._positive("damping", "cov_every", "inv_every")
-        self._choice("inverse", KFAC_INVERSES)
-        self._choice("low_rank", KFAC_LOW_RANK)
+        self._choice("inverse", INVERSE_METHODS)
+        self._choice("low_rank", LOW_RANK_MODES)
         if self.kl_clip is not None and self.kl_clip <= 0:
             raise ValueError("kl_clip must be > 0 (or unset).")
         if self.init_batches < 0:
             raise ValueError("kfac_init_batches must be >= 0.")
+        kfac.check_gauss_newton_samples(self.gauss_newton_samples)
         adaptation = self.adaptive_damping
         if adaptation.enabled:
             adaptation.validate()
-            if not adaptation.min_damping <= self.damping <= adaptation.max_damping:
-                raise ValueError(
-                    f"damping={self.damping!r} must lie in [min_damping, max_damping] = "
-                    f"[{adaptation.min_damping!r}, {adaptation.max_damping!r}].")
+            adaptive_damping_options.check_initial_damping(self.damping, adaptation.min_damping,
+                                                           adaptation.max_damping)
 
 
 @dataclasses.dataclass
 class OptimizerConfig(_Part):
     """The optimizer (``tfwd.optimizers``), its learning rate η and weight decay γ."""
 
-    name: str = _flat_named("optimizer", default="sgd")
+    name: str = _flat_named("optimizer", default=Optimizer.SGD)
     learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    decay_type: str = "decoupled"
-    decay_group: str = "all"
+    momentum: float = MOMENTUM
+    weight_decay: float = decay.WEIGHT_DECAY
+    decay_type: str = decay.DECAY_TYPE
+    decay_group: str = decay.DECAY_GROUP
     kfac: KFACConfig = dataclasses.field(default_factory=KFACConfig)
-
-    @property
-    def is_kfac(self) -> bool:
-        return self.name in ("kfac_g", "kfac_f")
 
     def validate(self) -> None:
         self._choice("name", OPTIMIZERS)
-        self._choice("decay_type", ("decoupled", "l2"))
-        self._choice("decay_group", ("all", "top", "rest"))
+        self._choice("decay_type", DECAY_TYPES)
+        self._choice("decay_group", DECAY_GROUPS)
         self._positive("learning_rate")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
-        if self.kfac.adaptive_damping.enabled and not self.is_kfac:
+        if self.kfac.adaptive_damping.enabled and not is_kfac(self.name):
             raise ValueError(f"adaptive_damping adapts K-FAC's damping; optimizer is "
                              f"{self.name!r} (use kfac_g or kfac_f, or drop the flag).")
         self.kfac.validate()
@@ -245,9 +229,9 @@ class NoiseConfig(_Part):
     """Curvature noise imitating a small batch (``schedule.small_batch_size``) inside a
     large one (paper 002; ``tfwd.noise``)."""
 
-    kind: str = _flat_named("noise", default="none")
-    until_epoch: int = _flat_named("noise_until_epoch", default=50)
-    multiplicative_std: float = 0.1
+    kind: str = _flat_named("noise", default=NoiseKind.NONE)
+    until_epoch: int = _flat_named("noise_until_epoch", default=NOISE_UNTIL_EPOCH)
+    multiplicative_std: float = MULTIPLICATIVE_STD
 
     def validate(self) -> None:
         self._choice("kind", NOISE_KINDS)
@@ -262,9 +246,9 @@ class DiagnosticsConfig(_Part):
     names: list = _flat_named("diagnostics", default_factory=list)
     every_epochs: int = _flat_named("diagnostics_every_epochs", default=1)  # and after the last
     # Training (and held-out) examples they measure on.
-    sample_size: int = _flat_named("diagnostics_sample_size", default=256)
+    sample_size: int = _flat_named("diagnostics_sample_size", default=SAMPLE_SIZE)
     weight_norm_reference: str | None = None
-    weight_norm_layers: str = "conv"
+    weight_norm_layers: str = WEIGHT_NORM_LAYERS
 
     def validate(self) -> None:
         unknown = sorted(set(self.names) - set(DIAGNOSTIC_NAMES))
@@ -278,10 +262,10 @@ class DiagnosticsConfig(_Part):
 class RuntimeConfig(_Part):
     """Where and how to run: distribution strategy, training loop, dtype policy, seed."""
 
-    strategy: str = "default"
+    strategy: str = Strategy.DEFAULT
     num_replicas: int = 1
-    loop: str = "fit"
-    dtype_policy: str = "float32"  # tfwd.train.precision: float32, float64, mixed_*16
+    loop: str = Loop.FIT
+    dtype_policy: str = DtypePolicy.FLOAT32  # tfwd.train.precision: float32, float64, mixed_*16
     seed: int = 0
     verbose: int = 1
 
@@ -290,9 +274,9 @@ class RuntimeConfig(_Part):
         self._choice("loop", LOOPS)
         self._choice("dtype_policy", DTYPE_POLICIES)
         self._positive("num_replicas")
-        if self.strategy == "default" and self.num_replicas != 1:
+        if self.strategy == Strategy.DEFAULT and self.num_replicas != 1:
             raise ValueError("num_replicas > 1 needs strategy='mirrored'.")
-        if self.strategy == "multi_worker" and self.loop != "custom":
+        if self.strategy == Strategy.MULTI_WORKER and self.loop != Loop.CUSTOM:
             raise ValueError(
                 "strategy='multi_worker' needs loop='custom': Keras 3 Model.fit does not run "
                 "under MultiWorkerMirroredStrategy (keras-team/keras#20585)."
@@ -374,7 +358,7 @@ class TrainConfig:
         if ghost is not None and (ghost <= 0 or (batch_size // replicas) % ghost):
             raise ValueError(f"ghost_batch_size={ghost} must divide the per-replica batch "
                              f"{batch_size // replicas}.")
-        if self.noise.kind != "none" and self.schedule.small_batch_size > batch_size:
+        if self.noise.kind != NoiseKind.NONE and self.schedule.small_batch_size > batch_size:
             raise ValueError(
                 f"small_batch_size={self.schedule.small_batch_size} exceeds batch_size="
                 f"{batch_size}: curvature noise imitates a smaller batch inside a larger one."

@@ -23,6 +23,9 @@ import functools
 import keras
 import tensorflow as tf
 
+from tfwd.choices.optimizers import is_kfac
+from tfwd.choices.schedules import LearningRateScaling
+
 # How often (in steps) the host reads the flag: at most this many steps run after divergence.
 DIVERGENCE_CHECK_STEPS = 10
 # K-FAC's own stop at an inverse step (tfwd.optimizers.kfac) raises an error with this text.
@@ -108,7 +111,7 @@ def likely_fix(config) -> str:
     learning_rate, weight_decay = config.optimizer.learning_rate, config.optimizer.weight_decay
     kfac, schedule = config.optimizer.kfac, config.schedule
     fixes = [f"lower --lr (it is {learning_rate:g})"]
-    if config.optimizer.name.startswith("kfac"):
+    if is_kfac(config.optimizer.name):
         fixes.append(f"raise --damping (it is {kfac.damping:g})")
         if kfac.kl_clip is None:
             fixes.append("set --kl_clip (e.g. 1e-4)")
@@ -117,7 +120,7 @@ def likely_fix(config) -> str:
     if weight_decay * learning_rate >= 1:
         fixes.append(f"lower --weight_decay: lr·weight_decay = "
                      f"{weight_decay * learning_rate:g} ≥ 1 overshoots zero")
-    if schedule.warmup_epochs == 0 and schedule.lr_scaling != "none" \
+    if schedule.warmup_epochs == 0 and schedule.lr_scaling != LearningRateScaling.NONE \
             and schedule.batch_size > schedule.base_batch_size:
         fixes.append("add --warmup_epochs for the large batch")
     return "; ".join(fixes)

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.optimizers import is_kfac
 from tfwd.noise import make_noise
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
@@ -251,7 +252,7 @@ def _build_model(config: TrainConfig, train_pipe, schedule):
     model = make_model(config, train_pipe)
     optimizer = make_optimizer(config, schedule)
     model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
-    if config.optimizer.name.startswith("kfac"):
+    if is_kfac(config.optimizer.name):
         optimizer.attach(model)
     if not model.optimizer.built:
         # Under mixed_float16 model.optimizer is Keras's LossScaleOptimizer around ours.
@@ -307,7 +308,7 @@ def _restore(run: _Run) -> None:
                 previous["diagnostics"].get(callback.diagnostic_name, {}), epochs_done)
         # Always said, even at verbose=0: a resumed run must never pass for a fresh one.
         print(f"Resuming {run.workdir} after epoch {epochs_done}.", flush=True)
-    elif config.optimizer.name.startswith("kfac") and config.optimizer.kfac.init_batches:
+    elif is_kfac(config.optimizer.name) and config.optimizer.kfac.init_batches:
         # The authors initialise the factors with a pass over the training data.
         run.optimizer.initialize_factors(run.model, run.pipelines["train"].epoch(0),
                                          config.optimizer.kfac.init_batches)

@@ -18,7 +18,7 @@ import contextlib
 
 import keras
 
-from tfwd.train.config import DTYPE_POLICIES
+from tfwd.choices.runtime import DTYPE_POLICIES, DtypePolicy
 
 
 @contextlib.contextmanager
@@ -28,7 +28,7 @@ def dtype_policy(name: str):
     if name not in DTYPE_POLICIES:
         raise ValueError(f"dtype_policy={name!r} is not one of {DTYPE_POLICIES}.")
     previous_policy, previous_floatx = keras.mixed_precision.global_policy(), keras.config.floatx()
-    keras.config.set_floatx("float64" if name == "float64" else "float32")
+    keras.config.set_floatx("float64" if name == DtypePolicy.FLOAT64 else "float32")
     keras.mixed_precision.set_global_policy(name)
     try:
         yield

@@ -13,6 +13,8 @@ import os
 
 import tensorflow as tf
 
+from tfwd.choices.runtime import STRATEGIES, Strategy
+
 
 def configure_cpu_devices(count: int) -> None:
     """Split the CPU into ``count`` logical devices (call before any TensorFlow op)."""
@@ -41,9 +43,9 @@ def make_strategy(name: str, num_replicas: int = 1) -> tf.distribute.Strategy:
 
 
 def _new_strategy(name: str, num_replicas: int) -> tf.distribute.Strategy:
-    if name == "default":
+    if name == Strategy.DEFAULT:
         return tf.distribute.get_strategy()
-    if name == "mirrored":
+    if name == Strategy.MIRRORED:
         gpus = tf.config.list_logical_devices("GPU")
         devices = gpus if gpus else tf.config.list_logical_devices("CPU")
         if len(devices) < num_replicas:
@@ -53,7 +55,7 @@ def _new_strategy(name: str, num_replicas: int) -> tf.distribute.Strategy:
                 "op (the launcher does this for --num_replicas)."
             )
         return tf.distribute.MirroredStrategy([d.name for d in devices[:num_replicas]])
-    if name == "multi_worker":
+    if name == Strategy.MULTI_WORKER:
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "strategy='multi_worker' needs the TF_CONFIG environment variable "
@@ -61,7 +63,7 @@ def _new_strategy(name: str, num_replicas: int) -> tf.distribute.Strategy:
                 '"task": {"type": "worker", "index": 0}}).'
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"Unknown strategy {name!r}; use default, mirrored or multi_worker.")
+    raise ValueError(f"Unknown strategy {name!r}; use one of {STRATEGIES}.")
 
 
 def is_chief() -> bool:

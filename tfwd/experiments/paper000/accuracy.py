@@ -2,13 +2,16 @@
 vs none per epoch), figures 2 and 6 (decay on some layer groups only, §4.1 and §4.3)."""
 from __future__ import annotations
 
+from tfwd.choices.data import Dataset
+from tfwd.choices.decay import DecayGroup, DecayType
+from tfwd.choices.models import Architecture
+from tfwd.choices.optimizers import DISPLAY_NAMES, Optimizer
 from tfwd.experiments import published, settings
 from tfwd.experiments.paper000.common import (accuracy, accuracy_curves, delta,
                                               final_accuracies, percent, setting_name)
-from tfwd.experiments.paper000.runs import (DECAYS, VGG16_BN_AUG, paper_setup, run_000,
-                                            run_key, scaled_setups)
+from tfwd.experiments.paper000.runs import (DECAYS, NO_DECAY, PAPER_DECAY, VGG16_BN_AUG,
+                                            paper_setup, run_000, run_key, scaled_setups)
 from tfwd.experiments.plots import new_figure, plot_artifact, save_plot
-from tfwd.experiments.published import OPTIMIZER_NAMES
 from tfwd.experiments.reporting import (ReportContext, markdown_table, table_artifact,
                                         write_page)
 from tfwd.experiments.spec import Experiment, Run, Scale
@@ -30,13 +33,13 @@ def _table1_runs(scale: Scale) -> list[Run]:
 
 def _table1_row(context: ReportContext, setup, stands_for, optimizer: str) -> tuple[list, str]:
     """(table row, "Optimizer Δ") of one optimizer; "—" where the scale trains fewer."""
-    without = accuracy(context, run_key(setup, optimizer, "none"))
-    with_decay = accuracy(context, run_key(setup, optimizer, "wd"))
+    without = accuracy(context, run_key(setup, optimizer, NO_DECAY))
+    with_decay = accuracy(context, run_key(setup, optimizer, PAPER_DECAY))
     paper_without, paper_with = published.TABLE1_000[stands_for.published_key][optimizer]
-    row = [setup.label, OPTIMIZER_NAMES[optimizer], percent(without), percent(with_decay),
+    row = [setup.label, DISPLAY_NAMES[optimizer], percent(without), percent(with_decay),
            delta(with_decay, without), setting_name(stands_for.published_key),
            f"{paper_without:.2f}", f"{paper_with:.2f}", f"{paper_with - paper_without:+.2f}"]
-    return row, f"{OPTIMIZER_NAMES[optimizer]} {delta(with_decay, without)}"
+    return row, f"{DISPLAY_NAMES[optimizer]} {delta(with_decay, without)}"
 
 
 def _table1_report(context: ReportContext):
@@ -58,8 +61,8 @@ def _table1_report(context: ReportContext):
 
 # ------------------------------------------------------------------------------ figure 1
 
-FIG1_SETUPS = (VGG16_BN_AUG, paper_setup("cifar100", "resnet32", True, True))
-FIG1_DECAYS = (("none", "none"), ("l2", "L2"), ("decoupled", "weight decay"))
+FIG1_SETUPS = (VGG16_BN_AUG, paper_setup(Dataset.CIFAR100, Architecture.RESNET32, True, True))
+FIG1_DECAYS = ((NO_DECAY, "none"), (DecayType.L2, "L2"), (DecayType.DECOUPLED, "weight decay"))
 
 
 def _fig1_runs(scale: Scale) -> list[Run]:
@@ -72,7 +75,7 @@ def _fig1_runs(scale: Scale) -> list[Run]:
 def _published_none_and_wd(stands_for) -> str:
     reference = published.TABLE1_000[stands_for.published_key]
     return f"{setting_name(stands_for.published_key)} none/wd: " + ", ".join(
-        f"{OPTIMIZER_NAMES[o]} {reference[o][0]:.2f}/{reference[o][1]:.2f}"
+        f"{DISPLAY_NAMES[o]} {reference[o][0]:.2f}/{reference[o][1]:.2f}"
         for o in published.OPTIMIZERS_000)
 
 
@@ -87,7 +90,7 @@ def _fig1_report(context: ReportContext):
         for column, optimizer in enumerate(optimizers):
             keys = [(run_key(setup, optimizer, decay), name) for decay, name in FIG1_DECAYS]
             accuracy_curves(context, axes[row][column], keys,
-                            f"{setup.label}: {OPTIMIZER_NAMES[optimizer]}", series)
+                            f"{setup.label}: {DISPLAY_NAMES[optimizer]}", series)
             finals.append(final_accuracies(context, [key for key, _ in keys]))
     path = save_plot(context, figure, "p000_fig1.png", series, " ".join(published_text))
     return plot_artifact(context, path, series, "final test acc.: " + "; ".join(finals))
@@ -95,11 +98,11 @@ def _fig1_report(context: ReportContext):
 
 # ------------------------------------------------------------------------------ figures 2, 6
 
-DECAY_VARIANTS = ("none", "top", "rest", "all")
-DECAY_VARIANT_NAMES = {"none": "baseline (none)", "top": "wd-fc (top only)",
-                       "rest": "wd-conv (all but top)", "all": "wd-all"}
-FIG2_OPTIMIZERS = ("sgd", "adam")
-FIG6_OPTIMIZERS = ("kfac_g", "kfac_f")
+DECAY_VARIANTS = (NO_DECAY, DecayGroup.TOP, DecayGroup.REST, DecayGroup.ALL)
+DECAY_VARIANT_NAMES = {NO_DECAY: "baseline (none)", DecayGroup.TOP: "wd-fc (top only)",
+                       DecayGroup.REST: "wd-conv (all but top)", DecayGroup.ALL: "wd-all"}
+FIG2_OPTIMIZERS = (Optimizer.SGD, Optimizer.ADAM)
+FIG6_OPTIMIZERS = (Optimizer.KFAC_G, Optimizer.KFAC_F)
 DECAY_GROUP_SETUPS = (VGG16_BN_AUG,)
 
 
@@ -110,10 +113,10 @@ def _decay_group_runs(scale: Scale, optimizers) -> list[Run]:
         for optimizer in settings.optimizers_for(scale, optimizers):
             for variant in DECAY_VARIANTS:
                 key = run_key(setup, optimizer, variant)
-                if variant == "none":
-                    runs.append(run_000(scale, key, setup, optimizer, "none"))
+                if variant == NO_DECAY:
+                    runs.append(run_000(scale, key, setup, optimizer, NO_DECAY))
                 else:
-                    runs.append(run_000(scale, key, setup, optimizer, "wd",
+                    runs.append(run_000(scale, key, setup, optimizer, PAPER_DECAY,
                                         decay_group=variant))
     return runs
 
@@ -121,7 +124,7 @@ def _decay_group_runs(scale: Scale, optimizers) -> list[Run]:
 def _published_none_and_all(stands_for, optimizer: str) -> str:
     reference = published.TABLE1_000[stands_for.published_key][optimizer]
     return (f"table 1, {setting_name(stands_for.published_key)}, "
-            f"{OPTIMIZER_NAMES[optimizer]}: none {reference[0]:.2f}, all {reference[1]:.2f}.")
+            f"{DISPLAY_NAMES[optimizer]}: none {reference[0]:.2f}, all {reference[1]:.2f}.")
 
 
 def _decay_group_report(context: ReportContext, optimizers, filename: str, claim: str):
@@ -134,7 +137,7 @@ def _decay_group_report(context: ReportContext, optimizers, filename: str, claim
             keys = [(run_key(setup, optimizer, v), DECAY_VARIANT_NAMES[v])
                     for v in DECAY_VARIANTS]
             accuracy_curves(context, axes[row][column], keys,
-                            f"{setup.label}: {OPTIMIZER_NAMES[optimizer]}", series)
+                            f"{setup.label}: {DISPLAY_NAMES[optimizer]}", series)
             finals.append(final_accuracies(context, [key for key, _ in keys]))
             published_text.append(_published_none_and_all(stands_for, optimizer))
     path = save_plot(context, figure, filename, series, " ".join(published_text))

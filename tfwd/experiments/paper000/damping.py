@@ -2,13 +2,15 @@
 norms of the first layer's normalized weights and the effective damping λ‖w‖² per epoch."""
 from __future__ import annotations
 
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.optimizers import Optimizer
 from tfwd.experiments import published, settings
 from tfwd.experiments.paper000.runs import DECAYS, bn_setup, run_000
 from tfwd.experiments.plots import new_figure, plot_artifact, save_plot, style_axes
 from tfwd.experiments.reporting import ReportContext, first_key
 from tfwd.experiments.spec import Experiment, Run, RunKey, Scale
 
-FIG7_OPTIMIZERS = ("kfac_f", "kfac_g")
+FIG7_OPTIMIZERS = (Optimizer.KFAC_F, Optimizer.KFAC_G)
 CURVATURE_NORMS = (("fisher_norm", "-", "F"), ("gauss_newton_norm", "--", "G"))
 
 
@@ -21,20 +23,20 @@ def _fig7_runs(scale: Scale) -> list[Run]:
 
 def _run_curves(context: ReportContext, axes, run: Run, changes: list) -> dict:
     """Plot one run's curvature norms (left) and effective damping (right); its series."""
-    histories = context.diagnostic(run.key, "effective_damping")
+    histories = context.diagnostic(run.key, Diagnostic.EFFECTIVE_DAMPING)
     if not histories or not histories[0]:
         return {}
     layer = first_key(histories[0][min(histories[0])])
     curves = {}
     for field, style, symbol in CURVATURE_NORMS:
         epochs, values = context.diagnostic_curve(
-            run.key, "effective_damping", lambda value, k=field: value[layer][k])
+            run.key, Diagnostic.EFFECTIVE_DAMPING, lambda value, k=field: value[layer][k])
         axes[0][0].plot(epochs, values, linestyle=style, marker="o", markersize=3,
                         label=f"{run.label}: ‖{symbol}_ŵ‖")
         curves[field] = {"x": epochs, "y": values}
         changes.append(f"{run.label} ‖{symbol}‖ ×{values[-1] / values[0]:.3g}")
     epochs, damping = context.diagnostic_curve(
-        run.key, "effective_damping", lambda value: value[layer]["effective_damping"])
+        run.key, Diagnostic.EFFECTIVE_DAMPING, lambda value: value[layer]["effective_damping"])
     axes[0][1].plot(epochs, damping, marker="o", markersize=3, label=run.label)
     curves["effective_damping"] = {"x": epochs, "y": damping}
     return dict(curves, layer=layer)

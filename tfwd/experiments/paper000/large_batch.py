@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+from tfwd.choices.optimizers import DISPLAY_NAMES, Optimizer
 from tfwd.experiments import published, settings
 from tfwd.experiments.paper000.common import accuracy, percent
-from tfwd.experiments.paper000.runs import (DECAYS, RESNET32_BN_AUG, VGG16_BN_AUG,
+from tfwd.experiments.paper000.runs import (DECAYS, PAPER_DECAY, RESNET32_BN_AUG, VGG16_BN_AUG,
                                             paper_setup, run_000, run_key, scaled_setups)
 from tfwd.experiments.plots import new_figure, plot_artifact, save_plot, style_axes
-from tfwd.experiments.published import OPTIMIZER_NAMES
 from tfwd.experiments.reporting import (ReportContext, markdown_table, table_artifact,
                                         write_page)
 from tfwd.experiments.spec import Experiment, Run, Scale
@@ -18,7 +18,7 @@ from tfwd.experiments.spec import Experiment, Run, Scale
 
 TABLE3_SETUPS = tuple(paper_setup(dataset, model, True, True)
                       for dataset, model in published.TABLE3_000)
-TABLE3_OPTIMIZERS = ("sgd", "kfac_f", "kfac_g")
+TABLE3_OPTIMIZERS = (Optimizer.SGD, Optimizer.KFAC_F, Optimizer.KFAC_G)
 PAPER_BATCHES = settings.LARGE_BATCH_SIZES_000
 
 
@@ -37,7 +37,7 @@ def _table3_runs(scale: Scale) -> list[Run]:
 
 def _table3_row(context: ReportContext, setup, reference: dict, optimizer: str) -> list:
     """Measured without / with decay per batch, the published pair in parentheses."""
-    row = [setup.label, OPTIMIZER_NAMES[optimizer]]
+    row = [setup.label, DISPLAY_NAMES[optimizer]]
     for batch, paper_batch in zip(_table3_batches(context.scale), PAPER_BATCHES):
         measured = [accuracy(context, run_key(setup, optimizer, decay, batch))
                     for decay in DECAYS]
@@ -50,7 +50,7 @@ def _table3_row(context: ReportContext, setup, reference: dict, optimizer: str) 
 def _published_table3() -> str:
     header = ["published setting", "optimizer"] + [
         f"batch {b}: without / with decay" for b in PAPER_BATCHES]
-    rows = [[f"{dataset} {model}, BN + aug", OPTIMIZER_NAMES[optimizer]]
+    rows = [[f"{dataset} {model}, BN + aug", DISPLAY_NAMES[optimizer]]
             + [f"{values[b][0]:.2f} / {values[b][1]:.2f}" for b in PAPER_BATCHES]
             for (dataset, model), by_optimizer in published.TABLE3_000.items()
             for optimizer, values in by_optimizer.items()]
@@ -78,7 +78,8 @@ def _table3_report(context: ReportContext):
 
 FIG8_SETUPS = (VGG16_BN_AUG, RESNET32_BN_AUG)
 # (optimizer, whether it trains at the large batch with a constant learning rate)
-FIG8_RUNS = (("sgd", False), ("adam", False), ("kfac_g", True), ("kfac_f", True))
+FIG8_RUNS = ((Optimizer.SGD, False), (Optimizer.ADAM, False), (Optimizer.KFAC_G, True),
+             (Optimizer.KFAC_F, True))
 FIG8_KFAC_PAPER_BATCH = 640
 
 
@@ -90,7 +91,7 @@ def _fig8_optimizers(scale: Scale) -> list[tuple[str, bool]]:
 def _fig8_runs(scale: Scale) -> list[Run]:
     kfac_batch = (FIG8_KFAC_PAPER_BATCH if scale.is_paper
                   else settings.small_sizes(scale).batch_sizes_000[1])
-    return [run_000(scale, run_key(setup, optimizer), setup, optimizer, "wd",
+    return [run_000(scale, run_key(setup, optimizer), setup, optimizer, PAPER_DECAY,
                     batch_size=kfac_batch if constant else None, diagnostics=(),
                     constant_lr=constant)
             for setup, _ in scaled_setups(scale, FIG8_SETUPS)
@@ -101,7 +102,7 @@ def _loss_curves(context: ReportContext, axes_row, setup, series: dict, finals: 
     """Training loss of each optimizer per epoch (left) and per training second (right)."""
     for optimizer, _ in _fig8_optimizers(context.scale):
         key = run_key(setup, optimizer)
-        name = f"{OPTIMIZER_NAMES[optimizer]} (batch {context.run(key).config.schedule.batch_size})"
+        name = f"{DISPLAY_NAMES[optimizer]} (batch {context.run(key).config.schedule.batch_size})"
         epochs, losses = context.curve(key, "train_loss")
         _, seconds = context.curve(key, "wall_time_seconds")
         elapsed = list(itertools.accumulate(seconds))

@@ -2,34 +2,40 @@
 learning rate η/‖w‖² per epoch) and figure 4 (weight-norm transfer closes the decay gap)."""
 from __future__ import annotations
 
+from tfwd.choices.decay import DecayGroup
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.layers import LayerGroup
+from tfwd.choices.optimizers import Optimizer
 from tfwd.experiments import published
 from tfwd.experiments.paper000.common import accuracy, accuracy_curves, final_accuracies
-from tfwd.experiments.paper000.runs import DECAYS, bn_setup, run_000
+from tfwd.experiments.paper000.runs import (DECAYS, NO_DECAY, PAPER_DECAY, bn_setup,
+                                            run_000)
 from tfwd.experiments.plots import new_figure, plot_artifact, save_plot, style_axes
 from tfwd.experiments.reporting import ReportContext, first_key
 from tfwd.experiments.spec import Experiment, Run, RunKey, Scale
 
 # ------------------------------------------------------------------------------ figure 3
 
-FIG3_DECAY_NAMES = {"none": "no decay", "wd": "weight decay (L2, authors' SGD)"}
+FIG3_DECAY_NAMES = {NO_DECAY: "no decay", PAPER_DECAY: "weight decay (L2, authors' SGD)"}
 
 
 def _fig3_key(decay: str) -> RunKey:
-    return RunKey(optimizer="sgd", decay=decay)
+    return RunKey(optimizer=Optimizer.SGD, decay=decay)
 
 
 def _fig3_runs(scale: Scale) -> list[Run]:
     setup = bn_setup(scale)
-    return [run_000(scale, _fig3_key(decay), setup, "sgd", decay) for decay in DECAYS]
+    return [run_000(scale, _fig3_key(decay), setup, Optimizer.SGD, decay) for decay in DECAYS]
 
 
 def _effective_lr_curve(context: ReportContext, key: RunKey):
     """(epochs, η/‖w‖² of the first BN layer, that layer's name or None)."""
-    histories = context.diagnostic(key, "effective_lr")
+    histories = context.diagnostic(key, Diagnostic.EFFECTIVE_LR)
     if not histories or not histories[0]:
         return [], [], None
     layer = first_key(histories[0][min(histories[0])])
-    epochs, values = context.diagnostic_curve(key, "effective_lr", lambda value: value[layer])
+    epochs, values = context.diagnostic_curve(key, Diagnostic.EFFECTIVE_LR,
+                                              lambda value: value[layer])
     return epochs, values, layer
 
 
@@ -63,14 +69,16 @@ TOP_DECAY_AND_NORM_TRANSFER = RunKey(name="wd-fc + wn-conv")
 
 def _fig4_runs(scale: Scale) -> list[Run]:
     setup = bn_setup(scale)
-    layers = "conv" if scale.is_paper else "normalized"  # an MLP's BN layers are Dense
-    baseline = run_000(scale, BASELINE, setup, "sgd", "none")
-    decayed = run_000(scale, DECAYED, setup, "sgd", "wd")
+    # An MLP's BN layers are Dense.
+    layers = LayerGroup.CONV if scale.is_paper else LayerGroup.NORMALIZED
+    sgd = Optimizer.SGD
+    baseline = run_000(scale, BASELINE, setup, sgd, NO_DECAY)
+    decayed = run_000(scale, DECAYED, setup, sgd, PAPER_DECAY)
     return [baseline, decayed,
-            run_000(scale, NORM_TRANSFER, setup, "sgd", "none", transfer_from=decayed,
+            run_000(scale, NORM_TRANSFER, setup, sgd, NO_DECAY, transfer_from=decayed,
                     transfer_layers=layers),
-            run_000(scale, TOP_DECAY_AND_NORM_TRANSFER, setup, "sgd", "wd", decay_group="top",
-                    transfer_from=decayed, transfer_layers=layers)]
+            run_000(scale, TOP_DECAY_AND_NORM_TRANSFER, setup, sgd, PAPER_DECAY,
+                    decay_group=DecayGroup.TOP, transfer_from=decayed, transfer_layers=layers)]
 
 
 def _fig4_report(context: ReportContext):

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfwd.choices.data import Dataset, Split
+from tfwd.choices.decay import DECAY_TYPES, DecayGroup, DecayType
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.layers import WEIGHT_NORM_LAYERS
+from tfwd.choices.models import Architecture
+from tfwd.choices.optimizers import is_kfac
+from tfwd.choices.schedules import LearningRateScaling
 from tfwd.experiments import settings
-from tfwd.experiments.settings import is_kfac
 from tfwd.experiments.spec import Run, RunKey, Scale
 from tfwd.train import TrainConfig
 from tfwd.tuning import grid as grids
 
-BN_DIAGNOSTICS = ("effective_lr", "weight_norms")
-KFAC_BN_DIAGNOSTICS = BN_DIAGNOSTICS + ("effective_damping",)
-JACOBIAN_DIAGNOSTICS = ("jacobian_norm", "kfac_gauss_newton_norm", "generalization_gap")
-DECAYS = ("none", "wd")  # without and with the paper's decay
+BN_DIAGNOSTICS = (Diagnostic.EFFECTIVE_LR, Diagnostic.WEIGHT_NORMS)
+KFAC_BN_DIAGNOSTICS = BN_DIAGNOSTICS + (Diagnostic.EFFECTIVE_DAMPING,)
+JACOBIAN_DIAGNOSTICS = (Diagnostic.JACOBIAN_NORM, Diagnostic.KFAC_GAUSS_NEWTON_NORM,
+                        Diagnostic.GENERALIZATION_GAP)
+# Decay names (module docstring) of "no decay" and "the paper's decay".
+NO_DECAY, PAPER_DECAY = "none", "wd"
+DECAYS = (NO_DECAY, PAPER_DECAY)  # without and with the paper's decay
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,10 +67,10 @@ def paper_setup(dataset: str, model: str, batch_norm: bool, augment: bool) -> Se
                  dict(settings.PAPER_MODEL_KWARGS.get(model, {})))
 
 
-VGG16_PLAIN = paper_setup("cifar10", "vgg16", False, False)
-VGG16_BN_AUG = paper_setup("cifar10", "vgg16", True, True)
-RESNET32_PLAIN = paper_setup("cifar10", "resnet32", False, False)
-RESNET32_BN_AUG = paper_setup("cifar10", "resnet32", True, True)
+VGG16_PLAIN = paper_setup(Dataset.CIFAR10, Architecture.VGG16, False, False)
+VGG16_BN_AUG = paper_setup(Dataset.CIFAR10, Architecture.VGG16, True, True)
+RESNET32_PLAIN = paper_setup(Dataset.CIFAR10, Architecture.RESNET32, False, False)
+RESNET32_BN_AUG = paper_setup(Dataset.CIFAR10, Architecture.RESNET32, True, True)
 
 
 def small_setup(scale: Scale, batch_norm: bool, depth: int | None = None) -> Setup:
@@ -69,7 +78,7 @@ def small_setup(scale: Scale, batch_norm: bool, depth: int | None = None) -> Set
     kwargs = dict(settings.small_sizes(scale).mlp)
     if depth is not None:
         kwargs["depth"] = depth
-    return Setup("mnist", "mlp", batch_norm, False, kwargs)
+    return Setup(Dataset.MNIST, Architecture.MLP, batch_norm, False, kwargs)
 
 
 def scaled_setups(scale: Scale, paper_setups) -> list[tuple[Setup, Setup]]:
@@ -101,13 +110,13 @@ def family_diagnostics(optimizer: str, batch_norm: bool) -> tuple:
 
 
 def _decay_type(optimizer: str, decay: str) -> str | None:
-    if decay == "none":
+    if decay == NO_DECAY:
         return None
-    if decay == "wd":
+    if decay == PAPER_DECAY:
         return settings.paper_decay_type(optimizer)
-    if decay in ("l2", "decoupled"):
+    if decay in DECAY_TYPES:
         return decay
-    raise ValueError(f"decay {decay!r} is not one of none, wd, l2, decoupled.")
+    raise ValueError(f"decay {decay!r} is not one of {DECAYS + DECAY_TYPES}.")
 
 
 def _middle(values: tuple) -> float:
@@ -120,7 +129,8 @@ def _common_fields(setup: Setup, optimizer: str, decay_type: str | None, decay_g
     fields = dict(
         dataset=setup.dataset, model=setup.model, model_kwargs=dict(setup.model_kwargs),
         batch_norm=setup.batch_norm, augment=setup.augment, optimizer=optimizer,
-        decay_type=decay_type or "decoupled", decay_group=decay_group if decay_type else "all",
+        decay_type=decay_type or DecayType.DECOUPLED,
+        decay_group=decay_group if decay_type else DecayGroup.ALL,
         diagnostics=list(family_diagnostics(optimizer, setup.batch_norm)
                          if diagnostics is None else diagnostics),
         momentum=settings.SGD_MOMENTUM, verbose=0,
@@ -174,7 +184,8 @@ def _small_fields(scale: Scale, optimizer: str, decay_type: str | None,
     sizes = settings.small_sizes(scale)
     hyper = settings.SMALL_HYPERPARAMETERS[optimizer]
     fields = dict(epochs=settings.small_epochs(scale), batch_size=batch_size or sizes.batch_size,
-                  learning_rate=hyper["learning_rate"], train_split="train", evaluate_test=True)
+                  learning_rate=hyper["learning_rate"], train_split=Split.TRAIN,
+                  evaluate_test=True)
     if decay_type:
         fields["weight_decay"] = hyper[decay_type]
     if is_kfac(optimizer):
@@ -191,10 +202,10 @@ def _transfer_fields(transfer_from: Run, decay_type: str | None, layers: str) ->
     return fields
 
 
-def run_000(scale: Scale, key: RunKey, setup: Setup, optimizer: str, decay: str = "wd", *,
-            decay_group: str = "all", batch_size: int | None = None,
+def run_000(scale: Scale, key: RunKey, setup: Setup, optimizer: str, decay: str = PAPER_DECAY,
+            *, decay_group: str = DecayGroup.ALL, batch_size: int | None = None,
             diagnostics: tuple | None = None, constant_lr: bool = False,
-            transfer_from: Run | None = None, transfer_layers: str = "conv") -> Run:
+            transfer_from: Run | None = None, transfer_layers: str = WEIGHT_NORM_LAYERS) -> Run:
     """One run of paper 000 at ``scale`` (module docstring for ``decay``).
 
     Paper scale: appendix A's schedule for the optimizer and batch; the authors' learning
@@ -215,7 +226,7 @@ def run_000(scale: Scale, key: RunKey, setup: Setup, optimizer: str, decay: str 
         scaled, base_batch = _small_fields(scale, optimizer, decay_type, batch_size)
     fields.update(scaled)
     if fields["batch_size"] != base_batch:
-        fields.update(lr_scaling="sqrt", base_batch_size=base_batch)
+        fields.update(lr_scaling=LearningRateScaling.SQRT, base_batch_size=base_batch)
     if constant_lr:
         fields["lr_decay_every_epochs"] = 0
     if transfer_from is not None:

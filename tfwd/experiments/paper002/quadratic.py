@@ -13,18 +13,20 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from tfwd.choices.quadratic import QuadraticNoise
+from tfwd.choices.scales import ScaleName
 from tfwd.experiments import published
 from tfwd.experiments.plots import style_axes, write_png
 from tfwd.experiments.reporting import ReportContext, markdown_table, write_page
 from tfwd.experiments.spec import Artifact, Experiment, Run, Scale
 from tfwd.noise import quadratic
-from tfwd.noise.quadratic import NOISE_KINDS
+from tfwd.noise.quadratic import QUADRATIC_NOISE_KINDS
 
 NOISE_LABELS = {
-    "fisher": "full Fisher, C = √A",
-    "diagonal": "diagonal Fisher, C = √diag(A)",
-    "isotropic": "isotropic, C = √(Tr A / d)·I",
-    "none": "no noise, C = 0",
+    QuadraticNoise.FISHER: "full Fisher, C = √A",
+    QuadraticNoise.DIAGONAL: "diagonal Fisher, C = √diag(A)",
+    QuadraticNoise.ISOTROPIC: "isotropic, C = √(Tr A / d)·I",
+    QuadraticNoise.NONE: "no noise, C = 0",
 }
 QUADRATIC_DPI = 120
 LEGEND_SIZE = 8
@@ -39,9 +41,9 @@ QUADRATIC_START = (1.0, -2.5)
 QUADRATIC_LEARNING_RATE = 0.1
 QUADRATIC_NOISE_SCALE = 0.3
 QUADRATIC_SETTINGS = {  # scale -> (iterations, Monte Carlo seeds, plot every)
-    "paper": (500, 1000, 10),
-    "smoke": (500, 200, 10),
-    "tiny": (50, 10, 5),
+    ScaleName.PAPER: (500, 1000, 10),
+    ScaleName.SMOKE: (500, 200, 10),
+    ScaleName.TINY: (50, 10, 5),
 }
 
 # --------------------------------------------------------------------------- figures
@@ -75,7 +77,7 @@ def trajectory_figure(
     steps: int = 500,
     seed: int = 0,
     theta0,
-    noise_kinds: Sequence[str] = NOISE_KINDS,
+    noise_kinds: Sequence[str] = QUADRATIC_NOISE_KINDS,
     noise_scale: float = 1.0,
     plot_every: int = 10,
 ) -> Figure:
@@ -177,12 +179,11 @@ def _fig1_2_runs(scale: Scale) -> list[Run]:
 
 
 def _verdict(study: dict, steps: int) -> str:
-    final = {kind: study["kinds"][kind]["exact_expected_loss"][-1]
-             for kind in ("diagonal", "fisher")}
+    diagonal, full = (study["kinds"][kind]["exact_expected_loss"][-1]
+                      for kind in (QuadraticNoise.DIAGONAL, QuadraticNoise.FISHER))
     return (f"after {steps} steps the expected loss with diagonal Fisher noise "
-            f"({final['diagonal']:.4g}) is "
-            + ("below" if final["diagonal"] < final["fisher"] else "NOT below")
-            + f" that with full Fisher noise ({final['fisher']:.4g}) (exact expectation)")
+            f"({diagonal:.4g}) is " + ("below" if diagonal < full else "NOT below")
+            + f" that with full Fisher noise ({full:.4g}) (exact expectation)")
 
 
 def _study_table(study: dict, steps: int) -> str:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfwd.experiments import settings
+from tfwd.choices.data import Dataset, Split
+from tfwd.choices.diagnostics import Diagnostic
+from tfwd.choices.models import Architecture
+from tfwd.choices.noise import NoiseKind
+from tfwd.choices.regimes import RegimeName
+from tfwd.choices.scales import ScaleName
+from tfwd.choices.schedules import LearningRateScaling
+from tfwd.data.catalog import dataset_info
+from tfwd.experiments import published, settings
 from tfwd.experiments.spec import Run, RunKey, Scale
 from tfwd.train import TrainConfig
 from tfwd.tuning import grid as grids
@@ -23,29 +31,31 @@ class Regime:
 
     large_batch: bool
     ghost: bool = False
-    noise: str = "none"
+    noise: str = NoiseKind.NONE
     same_learning_rate: bool = False
     batch_change: bool = False
 
 
+_R = RegimeName
 REGIMES = {
-    "sb": Regime(large_batch=False),
-    "lb_gbn": Regime(large_batch=True, ghost=True),
-    "trace": Regime(large_batch=True, ghost=True, noise="trace"),
-    "diag_f": Regime(large_batch=True, ghost=True, noise="diag_fisher"),
-    "kfac": Regime(large_batch=True, ghost=True, noise="kfac"),
-    "multiplicative": Regime(large_batch=True, ghost=True, noise="multiplicative"),
-    "batch_change": Regime(large_batch=True, ghost=True, batch_change=True),
+    _R.SB: Regime(large_batch=False),
+    _R.LB_GBN: Regime(large_batch=True, ghost=True),
+    _R.TRACE: Regime(large_batch=True, ghost=True, noise=NoiseKind.TRACE),
+    _R.DIAG_F: Regime(large_batch=True, ghost=True, noise=NoiseKind.DIAG_FISHER),
+    _R.KFAC: Regime(large_batch=True, ghost=True, noise=NoiseKind.KFAC),
+    _R.MULTIPLICATIVE: Regime(large_batch=True, ghost=True, noise=NoiseKind.MULTIPLICATIVE),
+    _R.BATCH_CHANGE: Regime(large_batch=True, ghost=True, batch_change=True),
     # Figure 3 (a-c): one learning rate for all, no ghost batch norm.
-    "lb": Regime(large_batch=True, same_learning_rate=True),
-    "full_f": Regime(large_batch=True, noise="full_fisher", same_learning_rate=True),
-    "diag_f_plain": Regime(large_batch=True, noise="diag_fisher", same_learning_rate=True),
-    "kfac_plain": Regime(large_batch=True, noise="kfac", same_learning_rate=True),
+    _R.LB: Regime(large_batch=True, same_learning_rate=True),
+    _R.FULL_F: Regime(large_batch=True, noise=NoiseKind.FULL_FISHER, same_learning_rate=True),
+    _R.DIAG_F_PLAIN: Regime(large_batch=True, noise=NoiseKind.DIAG_FISHER, same_learning_rate=True),
+    _R.KFAC_PLAIN: Regime(large_batch=True, noise=NoiseKind.KFAC, same_learning_rate=True),
 }
-TABLE_DIAGNOSTICS = ("hessian_eigenvalue",)  # every table run also serves figure 3d
-DEFAULT_LR_SCALING = "linear"
-SMALL_TABLE1_ROWS = (("mnist", "mlp"), ("mnist", "lenet"))
-SMALL_CIFAR_STAND_IN = (("mnist", "mlp"),)
+# Every table run also serves figure 3d.
+TABLE_DIAGNOSTICS = (Diagnostic.HESSIAN_EIGENVALUE,)
+DEFAULT_LR_SCALING = LearningRateScaling.LINEAR
+SMALL_TABLE1_ROWS = ((Dataset.MNIST, Architecture.MLP), (Dataset.MNIST, Architecture.LENET))
+SMALL_CIFAR_STAND_IN = ((Dataset.MNIST, Architecture.MLP),)
 
 
 def run_key(row: tuple, regime: str, lr_scaling: str = DEFAULT_LR_SCALING,
@@ -60,15 +70,15 @@ def rows(scale: Scale, paper_rows, small_rows) -> list[tuple]:
     MNIST stand-ins, or at the mnist_paper scale the paper's MNIST rows (``scale.networks``)."""
     if scale.is_paper:
         return list(paper_rows)
-    if scale.name == "mnist_paper":
-        return [row for row in paper_rows if row[0] == "mnist"
+    if scale.name == ScaleName.MNIST_PAPER:
+        return [row for row in paper_rows if row[0] == Dataset.MNIST
                 and (scale.networks is None or row[1] in scale.networks)]
     return list(small_rows)
 
 
 def _paper_model(model: str) -> tuple[str, dict]:
     """'resnet44x2' -> ('resnet44', {'width_factor': 2}); others with their paper kwargs."""
-    base = "resnet44" if model.startswith("resnet44") else model
+    base = Architecture.RESNET44 if model == published.RESNET44_X2 else model
     return base, dict(settings.PAPER_MODEL_KWARGS.get(model, {}))
 
 
@@ -107,7 +117,7 @@ def _paper_fields(scale: Scale, row: tuple) -> tuple[dict, dict | None]:
     if scale.is_paper:
         model_name, kwargs = _paper_model(model)
         fields.update(dataset=dataset, model=model_name, model_kwargs=kwargs,
-                      augment=dataset.startswith("cifar"),
+                      augment=dataset_info(dataset).augmentable,
                       train_split=settings.PAPER_TRAIN_SPLIT)
         return fields, None
     fields.update(_mnist_paper_fields(model))
@@ -117,10 +127,10 @@ def _paper_fields(scale: Scale, row: tuple) -> tuple[dict, dict | None]:
 def _small_fields(scale: Scale, row: tuple, epochs: int) -> dict:
     """The small scales' MNIST network standing in for the row's."""
     sizes = settings.small_sizes(scale)
-    trained = sizes.conv_model if row[1] == "lenet" else "mlp"
-    return dict(dataset="mnist", model=trained,
-                model_kwargs=dict(sizes.mlp) if trained == "mlp" else {},
-                augment=False, train_split="train",
+    trained = sizes.conv_model if row[1] == Architecture.LENET else Architecture.MLP
+    return dict(dataset=Dataset.MNIST, model=trained,
+                model_kwargs=dict(sizes.mlp) if trained == Architecture.MLP else {},
+                augment=False, train_split=Split.TRAIN,
                 lr_decay_every_epochs=settings.small_lr_decay_every_epochs(epochs))
 
 
@@ -128,9 +138,9 @@ def _mnist_paper_fields(model: str) -> dict:
     """The mnist_paper scale's network, data and diagnostics: seeds train on ``train`` so that
     the held-out split that chose their learning rate is also reported (test once, at the
     end), and figure 3's diagnostics are recorded sparsely (``settings``)."""
-    return dict(dataset="mnist", model=model,
-                model_kwargs=dict(settings.MNIST_PAPER_MLP) if model == "mlp" else {},
-                augment=False, train_split="train", test_every_epoch=False,
+    return dict(dataset=Dataset.MNIST, model=model,
+                model_kwargs=dict(settings.MNIST_PAPER_MLP) if model == Architecture.MLP else {},
+                augment=False, train_split=Split.TRAIN, test_every_epoch=False,
                 diagnostics=list(settings.MNIST_PAPER_DIAGNOSTICS),
                 diagnostics_every_epochs=settings.MNIST_PAPER_DIAGNOSTICS_EVERY_EPOCHS)
 
@@ -157,7 +167,7 @@ def run_002(scale: Scale, row: tuple, regime: str, *, lr_scaling: str = DEFAULT_
     fields = dict(settings.SGD_SETTINGS_002, batch_norm=True, bn_affine=False,
                   noise=spec.noise, diagnostics=list(diagnostics), verbose=0)
     search = None
-    if scale.name in ("paper", "mnist_paper"):
+    if scale.name in (ScaleName.PAPER, ScaleName.MNIST_PAPER):
         sizes = PAPER_SIZES
         scaled, search = _paper_fields(scale, row)
         seeds = settings.seeds(scale, settings.SEEDS_002)

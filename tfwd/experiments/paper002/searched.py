@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfwd.choices.diagnostics import Diagnostic
 from tfwd.experiments.paper002.regimes import run_key
-from tfwd.experiments.published import REGIME_NAMES
+from tfwd.experiments.published import REGIME_LABELS
 from tfwd.experiments.reporting import ReportContext, format_stat, markdown_table
 from tfwd.experiments.spec import RunKey
 
@@ -17,7 +18,7 @@ def searched_sections(context: ReportContext, rows, regimes) -> list[str]:
     for row in rows:
         for regime in regimes:
             key = run_key(row, regime)
-            name = f"{row[1]} {REGIME_NAMES[regime]}"
+            name = f"{row[1]} {REGIME_LABELS[regime]}"
             accuracy.append([name, format_stat(context.final(key, "validation_accuracy"), 2,
                                                100.0),
                              format_stat(context.final(key, "test_accuracy"), 2, 100.0)])
@@ -93,9 +94,9 @@ def _defined(extract):
 
 
 FINAL_MEASURES = (
-    ("fisher_norms", lambda v: v["full"] / v["diagonal"] if v["diagonal"] else None),
-    ("gradient_variance", lambda v: float(np.mean(list(v.values())))),
-    ("hessian_eigenvalue", lambda v: v["eigenvalue"]),
+    (Diagnostic.FISHER_NORMS, lambda v: v["full"] / v["diagonal"] if v["diagonal"] else None),
+    (Diagnostic.GRADIENT_VARIANCE, lambda v: float(np.mean(list(v.values())))),
+    (Diagnostic.HESSIAN_EIGENVALUE, lambda v: v["eigenvalue"]),
 )
 
 

@@ -3,12 +3,14 @@ table 2 (BatchChange, Multiplicative and K-FAC noise, appendix E) and table 3 (s
 learning-rate scaling, appendix E)."""
 from __future__ import annotations
 
+from tfwd.choices.regimes import RegimeName
+from tfwd.choices.schedules import LearningRateScaling
 from tfwd.experiments import published
 from tfwd.experiments.paper002.regimes import (DEFAULT_LR_SCALING, REGIMES,
                                                SMALL_CIFAR_STAND_IN, SMALL_TABLE1_ROWS, rows,
                                                run_002, run_key)
 from tfwd.experiments.paper002.searched import searched_sections
-from tfwd.experiments.published import REGIME_NAMES
+from tfwd.experiments.published import REGIME_LABELS
 from tfwd.experiments.reporting import (ReportContext, format_published, format_stat,
                                         markdown_table, model_text, table_artifact,
                                         write_page)
@@ -41,7 +43,7 @@ def _measured_row(context: ReportContext, row: tuple, regimes, reference: dict, 
         if regime in reference:
             cell += f" (paper {format_published(reference[regime])})"
         cells.append(cell)
-        summary.append(f"{row[1]} {REGIME_NAMES[regime]} {format_stat(value, 2, 100.0)}")
+        summary.append(f"{row[1]} {REGIME_LABELS[regime]} {format_stat(value, 2, 100.0)}")
     return cells
 
 
@@ -50,7 +52,7 @@ def _regime_table(context: ReportContext, table_rows, regimes, published_table, 
                   extra=()) -> Artifact:
     """Measured test accuracy per (row, regime), the published value in the cell where the
     paper has the same (dataset, network), then the whole published table."""
-    header = ["dataset", "network (trained)"] + [REGIME_NAMES[r] for r in regimes]
+    header = ["dataset", "network (trained)"] + [REGIME_LABELS[r] for r in regimes]
     summary = []
     measured_rows = [_measured_row(context, row, regimes, published_table.get(row, {}),
                                    scaling, summary) for row in table_rows]
@@ -66,7 +68,7 @@ def _regime_table(context: ReportContext, table_rows, regimes, published_table, 
 
 # ------------------------------------------------------------------------------ table 1
 
-TABLE1_REGIMES = ("sb", "lb_gbn", "trace", "diag_f")
+TABLE1_REGIMES = (RegimeName.SB, RegimeName.LB_GBN, RegimeName.TRACE, RegimeName.DIAG_F)
 
 
 def _table1_runs(scale: Scale) -> list[Run]:
@@ -86,7 +88,8 @@ def _table1_report(context: ReportContext):
 
 # ------------------------------------------------------------------------------ table 2
 
-TABLE2_REGIMES = ("sb", "batch_change", "multiplicative", "kfac", "diag_f")
+TABLE2_REGIMES = (RegimeName.SB, RegimeName.BATCH_CHANGE, RegimeName.MULTIPLICATIVE,
+                  RegimeName.KFAC, RegimeName.DIAG_F)
 
 
 def _table2_runs(scale: Scale) -> list[Run]:
@@ -104,12 +107,12 @@ def _table2_report(context: ReportContext):
 
 # ------------------------------------------------------------------------------ table 3
 
-TABLE3_REGIMES = ("sb", "lb_gbn", "diag_f")
+TABLE3_REGIMES = (RegimeName.SB, RegimeName.LB_GBN, RegimeName.DIAG_F)
 
 
 def _table3_scaling(regime: str) -> str:
     """Square-root scaling for the large-batch regimes (SB is table 1's run)."""
-    return DEFAULT_LR_SCALING if regime == "sb" else "sqrt"
+    return DEFAULT_LR_SCALING if regime == RegimeName.SB else LearningRateScaling.SQRT
 
 
 def _table3_runs(scale: Scale) -> list[Run]:
