@@ -37,7 +37,8 @@ import tensorflow as tf
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops, precondition
-from tfwd.curvature.low_rank import GradientFactors, precondition_factored
+from tfwd.curvature.low_rank import (GradientFactors, factored_direction, gradient_inner_product,
+                                     gradient_matrix)
 
 
 def check_float_kernel(layer) -> None:
@@ -172,7 +173,8 @@ class DenseBlock(KroneckerFactoredBlock):
     """``keras.layers.Dense`` on inputs [B, …, d_in]: the extra axes are the T positions.
 
     Its gradient has rank ≤ B·T, so it can also be preconditioned through its per-example
-    factors (``tfwd.curvature.low_rank``): ``gradient_factors`` and ``precondition_low_rank``.
+    factors (``tfwd.curvature.low_rank``): ``gradient_factors``, ``precondition_low_rank``
+    and ``gradients_from_factors``.
     """
 
     def gradient_factors(self, record: Record) -> GradientFactors:
@@ -186,13 +188,30 @@ class DenseBlock(KroneckerFactoredBlock):
         return GradientFactors(tf.reshape(rows, [-1, self.input_dim]),
                                tf.reshape(gradients, [-1, self.output_dim]) / batch)
 
-    def precondition_low_rank(self, factors: GradientFactors, inverses, l2_terms=None) -> list:
-        """A_λ⁻¹(ÃᵀĜ + γW̃)G_λ⁻¹ with the γW̃ part (``l2_terms``: [γ·kernel, γ·bias] or None)
-        preconditioned densely."""
-        direction = precondition_factored(factors, inverses[0], inverses[1])
+    def precondition_low_rank(self, factors: GradientFactors, inverses,
+                              l2_terms=None) -> tuple[list, tf.Tensor]:
+        """P = A_λ⁻¹ g̃ G_λ⁻¹ per variable and ⟨g̃, P⟩ (KL clipping's term) for
+        g̃ = ÃᵀĜ + γW̃, neither through the dense ÃᵀĜ (``tfwd.curvature.low_rank``).
+
+        The γW̃ part (``l2_terms``: [γ·kernel, γ·bias] or None) is preconditioned densely,
+        P_γ = A_λ⁻¹ γW̃ G_λ⁻¹, and ⟨g̃, P⟩ = ⟨ÃᵀĜ, P_F⟩ + ⟨Ĝ, Ã·P_γ⟩ + ⟨γW̃, P⟩ with
+        P_F = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) and P = P_F + P_γ.
+        """
+        halves = factored_direction(factors, inverses[0], inverses[1])
+        direction = halves.matrix()
+        inner = gradient_inner_product(factors, halves)
         if l2_terms is not None:
-            direction += precondition(self.to_matrix(*l2_terms), inverses[0], inverses[1])
-        return self._variables_from_matrix(direction)
+            l2_matrix = self.to_matrix(*l2_terms)
+            l2_direction = precondition(l2_matrix, inverses[0], inverses[1])
+            direction += l2_direction
+            inner += (tf.reduce_sum(tf.matmul(factors.inputs, l2_direction)
+                                    * factors.output_gradients)
+                      + tf.reduce_sum(l2_matrix * direction))
+        return self._variables_from_matrix(direction), inner
+
+    def gradients_from_factors(self, factors: GradientFactors) -> list:
+        """[∇kernel, ∇bias] of ∇W̃ = ÃᵀĜ (the tape's gradient, up to round-off)."""
+        return self._variables_from_matrix(gradient_matrix(factors))
 
     @classmethod
     def check(cls, layer) -> None:

@@ -55,7 +55,7 @@ from tensorflow.python.distribute import values as distribute_values
 from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.embedding import deduplicated
-from tfwd.curvature.inverse import kl_clip_scale
+from tfwd.curvature.inverse import inner_product, kl_clip_scale_of_products
 from tfwd.curvature.low_rank import check_low_rank_mode, prefers_low_rank
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
@@ -81,6 +81,25 @@ def _nonfinite_factors_message(layer_name: str) -> str:
     # tfwd.train.divergence recognises this text and records the run as diverged.
     return (f"K-FAC factors of layer {layer_name!r} are not finite: training diverged. Lower "
             "the learning rate, raise damping or set kl_clip")
+
+
+def _check_arguments(*, curvature, low_rank, damping, momentum, cov_decay, cov_every,
+                     inv_every, kl_clip, gauss_newton_samples) -> None:
+    """Raise ValueError naming the first of ``KFAC``'s arguments that is out of its range."""
+    check_curvature(curvature)
+    check_low_rank_mode(low_rank)
+    if damping <= 0:
+        raise ValueError(f"damping must be > 0, got {damping!r}.")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+    if not 0 <= cov_decay < 1:
+        raise ValueError(f"cov_decay must be in [0, 1), got {cov_decay!r}.")
+    if cov_every < 1 or inv_every < 1:
+        raise ValueError("cov_every and inv_every must be >= 1.")
+    if kl_clip is not None and kl_clip <= 0:
+        raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
+    if gauss_newton_samples is not None and gauss_newton_samples < 1:
+        raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
 
 
 def _scaled(scale, direction):
@@ -159,31 +178,17 @@ class KFAC(keras.optimizers.Optimizer):
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=decay.keras_weight_decay,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(learning_rate=learning_rate, weight_decay=decay.keras_weight_decay,
+                         name=name, **kwargs)
         self.decay = decay
-        check_curvature(curvature)
-        if damping <= 0:
-            raise ValueError(f"damping must be > 0, got {damping!r}.")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
-        if not 0 <= cov_decay < 1:
-            raise ValueError(f"cov_decay must be in [0, 1), got {cov_decay!r}.")
-        if cov_every < 1 or inv_every < 1:
-            raise ValueError("cov_every and inv_every must be >= 1.")
-        if kl_clip is not None and kl_clip <= 0:
-            raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
-        if gauss_newton_samples is not None and gauss_newton_samples < 1:
-            raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
+        _check_arguments(curvature=curvature, low_rank=low_rank, damping=damping,
+                         momentum=momentum, cov_decay=cov_decay, cov_every=cov_every,
+                         inv_every=inv_every, kl_clip=kl_clip,
+                         gauss_newton_samples=gauss_newton_samples)
         self.damping_adaptation = DampingAdaptation.from_value(adaptive_damping)
         if self.damping_adaptation is not None:
             self.damping_adaptation.check_initial(damping)
         self.block_options = BlockOptions(weight_sharing, scale_shift, inverse)
-        check_low_rank_mode(low_rank)
         self.low_rank = low_rank
         self.curvature = curvature
         self.damping = float(damping)
@@ -388,20 +393,36 @@ class KFAC(keras.optimizers.Optimizer):
         return {}
 
     def _precondition_block(self, block, gradients, variables, gradient_factors):
-        """P of one block: dense, or through its gradient factors (``low_rank``)."""
-        dense = lambda: block.precondition(gradients, block.inverses)  # noqa: E731
+        """(P per variable, Σ g̃ᵀP) of one block: dense, or through its gradient factors
+        (``low_rank``), which need the dense ∇W̃ for neither, so that the graph drops the
+        tape's kernel-gradient product. Σ g̃ᵀP (KL clipping's term) only with ``kl_clip``."""
         factors = gradient_factors.get(block.name)
         if factors is None:
-            return dense()
+            return self._dense_direction(block, gradients)
         l2_terms = [self.decay.l2_term(v) for v in variables]
         has_l2 = any(term is not None for term in l2_terms)
         l2_terms = ([tf.zeros_like(v) if t is None else t for t, v in zip(l2_terms, variables)]
                     if has_l2 else None)
-        low_rank = lambda: block.precondition_low_rank(factors, block.inverses, l2_terms)  # noqa: E731
+
+        def low_rank():
+            directions, inner = block.precondition_low_rank(factors, block.inverses, l2_terms)
+            return directions, inner if self.kl_clip is not None else tf.zeros([], inner.dtype)
+
         choice = prefers_low_rank(self.low_rank, factors, has_l2)
         if isinstance(choice, bool):
-            return low_rank() if choice else dense()
-        return tf.cond(choice, low_rank, dense)
+            return low_rank() if choice else self._dense_direction(block, gradients)
+        # "auto" at a batch size known only when the step runs (no L2 term: prefers_low_rank):
+        # the dense branch forms ∇W̃ = ÃᵀĜ itself, since a branch that captured the tape's
+        # gradient would make every step compute it.
+        return tf.cond(choice, low_rank, lambda: self._dense_direction(
+            block, block.gradients_from_factors(factors)))
+
+    def _dense_direction(self, block, gradients):
+        """(P = A_λ⁻¹ g̃ G_λ⁻¹ per variable, Σ g̃ᵀP over them, or 0 without ``kl_clip``)."""
+        directions = block.precondition(gradients, block.inverses)
+        if self.kl_clip is None:
+            return directions, tf.zeros([], directions[0].dtype)
+        return directions, tf.add_n([inner_product(g, p) for g, p in zip(gradients, directions)])
 
     def _flat_factors(self) -> list:
         return [f for factors in self.block_factors for f in factors]
@@ -582,17 +603,21 @@ class KFAC(keras.optimizers.Optimizer):
         index = {self._var_key(v): i for i, v in enumerate(variables)}
         gradients = [deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
-        directions = list(gradients)
+        directions = list(gradients)  # P = g̃ where no block covers the variable
+        products = []  # the terms of Σ g̃ᵀP: one per block, one per uncovered variable
         gradient_factors = self._step_gradient_factors()
         for block in self.curvature_blocks:
             positions = [index[self._var_key(v)] for v in block.variables]
-            preconditioned = self._precondition_block(
+            preconditioned, product = self._precondition_block(
                 block, [gradients[i] for i in positions], [variables[i] for i in positions],
                 gradient_factors)
+            products.append(product)
             for i, direction in zip(positions, preconditioned):
                 directions[i] = direction
+                index.pop(self._var_key(variables[i]))
         if self.kl_clip is not None:
-            scale = kl_clip_scale(gradients, directions, learning_rate, self.kl_clip)
+            products += [inner_product(gradients[i], directions[i]) for i in index.values()]
+            scale = kl_clip_scale_of_products(products, learning_rate, self.kl_clip)
             directions = [_scaled(scale, d) for d in directions]
         return directions
 
