@@ -137,8 +137,11 @@ def test_the_inner_product_through_the_factors_equals_the_dense_one():
                                    rtol=1e-12)
 
 
-def test_a_dense_block_gives_p_and_the_kl_term_of_an_l2_gradient_without_the_dense_gradient():
-    # P = A⁻¹(ÃᵀĜ + γW̃)G⁻¹ and ⟨ÃᵀĜ + γW̃, P⟩, numpy reference in float64; bias as W̃'s last row.
+@pytest.mark.parametrize("decay", [0.0, 0.3])
+@pytest.mark.parametrize("scale", [None, 0.7])
+def test_a_dense_block_gives_scaled_p_and_the_kl_term_without_the_dense_gradient(decay, scale):
+    # ν·P for P = A⁻¹(ÃᵀĜ + γW̃)G⁻¹ and ⟨ÃᵀĜ + γW̃, P⟩, numpy reference in float64; bias as
+    # W̃'s last row; decay 0: no L2 term (P kept in halves), 0.3: with one (P formed).
     layer = keras.layers.Dense(5, dtype="float64")
     layer.build((None, 6))
     block = kronecker.DenseBlock(layer, BlockOptions())
@@ -146,18 +149,22 @@ def test_a_dense_block_gives_p_and_the_kl_term_of_an_l2_gradient_without_the_den
     inputs = np.concatenate([rng.standard_normal((4, 6)), np.ones((4, 1))], axis=1)
     output_gradients = rng.standard_normal((4, 5))
     A_inverse, G_inverse = np.linalg.inv(_spd(rng, 7)), np.linalg.inv(_spd(rng, 5))
-    decay = 0.3
     kernel, bias = rng.standard_normal((6, 5)), rng.standard_normal(5)
     l2_matrix = decay * np.concatenate([kernel, bias[None]], axis=0)
     gradient = inputs.T @ output_gradients + l2_matrix
     expected = A_inverse @ gradient @ G_inverse
     factors = GradientFactors(tf.constant(inputs), tf.constant(output_gradients))
-    (kernel_p, bias_p), inner = block.precondition_low_rank(
-        factors, [tf.constant(A_inverse), tf.constant(G_inverse)],
-        [tf.constant(decay * kernel), tf.constant(decay * bias)])
-    np.testing.assert_allclose(kernel_p.numpy(), expected[:-1], rtol=1e-12)
-    np.testing.assert_allclose(bias_p.numpy(), expected[-1], rtol=1e-12)
-    np.testing.assert_allclose(float(inner), np.sum(gradient * expected), rtol=1e-12)
+    l2_terms = [tf.constant(decay * kernel), tf.constant(decay * bias)] if decay else None
+    direction = block.precondition_low_rank(
+        factors, [tf.constant(A_inverse), tf.constant(G_inverse)], l2_terms)
+    assert (direction.halves is None) == bool(decay)
+    kernel_p, bias_p = block.low_rank_variables(
+        direction, None if scale is None else tf.constant(scale, tf.float64))
+    factor = 1.0 if scale is None else scale
+    np.testing.assert_allclose(kernel_p.numpy(), factor * expected[:-1], rtol=1e-12)
+    np.testing.assert_allclose(bias_p.numpy(), factor * expected[-1], rtol=1e-12)
+    np.testing.assert_allclose(float(direction.inner_product), np.sum(gradient * expected),
+                               rtol=1e-12)
     kernel_g, bias_g = block.gradients_from_factors(factors)
     np.testing.assert_allclose(kernel_g.numpy(), (inputs.T @ output_gradients)[:-1], rtol=1e-12)
     np.testing.assert_allclose(bias_g.numpy(), (inputs.T @ output_gradients)[-1], rtol=1e-12)
@@ -227,8 +234,9 @@ def _fit_weights(low_rank, monkeypatch):
 
     def counted(self, *arguments):
         with tf.control_dependencies([ran.assign_add(1)]):
-            directions, inner = original(self, *arguments)
-            return [tf.identity(d) for d in directions], tf.identity(inner)
+            direction = original(self, *arguments)
+            direction.inner_product = tf.identity(direction.inner_product)
+            return direction
 
     monkeypatch.setattr(kronecker.DenseBlock, "precondition_low_rank", counted)
     inputs = keras.Input((16,), dtype="float64")

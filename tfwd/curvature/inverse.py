@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfwd.curvature.finite import check_finite
+
 
 def pi_from_mean_eigenvalues(mean_a: tf.Tensor, mean_g: tf.Tensor) -> tf.Tensor:
     """π = sqrt(mean_a / mean_g) (elementwise) from the factors' mean eigenvalues tr/dim;
@@ -92,7 +94,7 @@ def inverse_via_cholesky(matrix: tf.Tensor, shift: tf.Tensor, name: str = "") ->
             tf.reduce_all(tf.math.is_finite(inverse)),
             lambda: inverse,
             lambda: tf.cast(_cholesky_inverse(tf.cast(shifted, tf.float64)), matrix.dtype))
-    return tf.debugging.check_numerics(
+    return check_finite(
         inverse, f"The damped K-FAC factor of layer {name!r} is not positive definite even in "
         "float64 (its Cholesky factorization failed): raise damping, or use inverse='eigh'")
 

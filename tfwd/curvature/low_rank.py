@@ -89,6 +89,17 @@ class FactoredDirection:
         return tf.matmul(self.left, self.right)
 
 
+@dataclasses.dataclass
+class LowRankDirection:
+    """A block's P from its gradient factors, with ⟨g̃, P⟩ (KL clipping's term). Without an
+    L2 term P stays in its two halves, so that the clipped ν·P = (ν·left)·right is formed
+    in the one product that forms P; with one, P = P_F + P_γ is a formed matrix."""
+
+    inner_product: tf.Tensor
+    halves: FactoredDirection | None = None
+    matrix: tf.Tensor | None = None
+
+
 def factored_direction(factors: GradientFactors, A_inverse: tf.Tensor,
                        G_inverse: tf.Tensor) -> FactoredDirection:
     """The two halves (A_λ⁻¹ Ãᵀ) and (Ĝ G_λ⁻¹) of A_λ⁻¹ ∇W̃ G_λ⁻¹."""

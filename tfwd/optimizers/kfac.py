@@ -55,6 +55,7 @@ from tensorflow.python.distribute import values as distribute_values
 from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.embedding import deduplicated
+from tfwd.curvature.finite import check_finite
 from tfwd.curvature.inverse import inner_product, kl_clip_scale_of_products
 from tfwd.curvature.low_rank import check_low_rank_mode, prefers_low_rank
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
@@ -83,6 +84,12 @@ def _nonfinite_factors_message(layer_name: str) -> str:
             "the learning rate, raise damping or set kl_clip")
 
 
+def _formed(pair):
+    """(directions, Σ g̃ᵀP) from a block's (scaled, Σ g̃ᵀP): its P as tensors."""
+    scaled, product = pair
+    return scaled(None), product
+
+
 def _check_arguments(*, curvature, low_rank, damping, momentum, cov_decay, cov_every,
                      inv_every, kl_clip, gauss_newton_samples) -> None:
     """Raise ValueError naming the first of ``KFAC``'s arguments that is out of its range."""
@@ -103,6 +110,9 @@ def _check_arguments(*, curvature, low_rank, damping, momentum, cov_decay, cov_e
 
 
 def _scaled(scale, direction):
+    """scale·direction (``scale`` None: the direction itself)."""
+    if scale is None:
+        return direction
     if isinstance(direction, tf.IndexedSlices):
         return tf.IndexedSlices(tf.cast(scale, direction.values.dtype) * direction.values,
                                 direction.indices, direction.dense_shape)
@@ -393,9 +403,10 @@ class KFAC(keras.optimizers.Optimizer):
         return {}
 
     def _precondition_block(self, block, gradients, variables, gradient_factors):
-        """(P per variable, Σ g̃ᵀP) of one block: dense, or through its gradient factors
-        (``low_rank``), which need the dense ∇W̃ for neither, so that the graph drops the
-        tape's kernel-gradient product. Σ g̃ᵀP (KL clipping's term) only with ``kl_clip``."""
+        """(scaled, Σ g̃ᵀP) of one block, ``scaled(ν)`` its ν·P per variable (ν None: P):
+        dense, or through its gradient factors (``low_rank``), which need the dense ∇W̃ for
+        neither, so that the graph drops the tape's kernel-gradient product. Σ g̃ᵀP, KL
+        clipping's term, is 0 without ``kl_clip``."""
         factors = gradient_factors.get(block.name)
         if factors is None:
             return self._dense_direction(block, gradients)
@@ -405,24 +416,32 @@ class KFAC(keras.optimizers.Optimizer):
                     if has_l2 else None)
 
         def low_rank():
-            directions, inner = block.precondition_low_rank(factors, block.inverses, l2_terms)
-            return directions, inner if self.kl_clip is not None else tf.zeros([], inner.dtype)
+            direction = block.precondition_low_rank(factors, block.inverses, l2_terms)
+            return (lambda scale: block.low_rank_variables(direction, scale),
+                    self._kept_product(direction.inner_product, direction.inner_product.dtype))
 
         choice = prefers_low_rank(self.low_rank, factors, has_l2)
         if isinstance(choice, bool):
             return low_rank() if choice else self._dense_direction(block, gradients)
         # "auto" at a batch size known only when the step runs (no L2 term: prefers_low_rank):
         # the dense branch forms ∇W̃ = ÃᵀĜ itself, since a branch that captured the tape's
-        # gradient would make every step compute it.
-        return tf.cond(choice, low_rank, lambda: self._dense_direction(
-            block, block.gradients_from_factors(factors)))
+        # gradient would make every step compute it. A cond returns tensors: P, formed.
+        directions, product = tf.cond(
+            choice, lambda: _formed(low_rank()),
+            lambda: _formed(self._dense_direction(block, block.gradients_from_factors(factors))))
+        return (lambda scale: [_scaled(scale, d) for d in directions]), product
 
     def _dense_direction(self, block, gradients):
-        """(P = A_λ⁻¹ g̃ G_λ⁻¹ per variable, Σ g̃ᵀP over them, or 0 without ``kl_clip``)."""
+        """(scaled, Σ g̃ᵀP) of P = A_λ⁻¹ g̃ G_λ⁻¹ (``_precondition_block``)."""
         directions = block.precondition(gradients, block.inverses)
-        if self.kl_clip is None:
-            return directions, tf.zeros([], directions[0].dtype)
-        return directions, tf.add_n([inner_product(g, p) for g, p in zip(gradients, directions)])
+        product = (tf.add_n([inner_product(g, p) for g, p in zip(gradients, directions)])
+                   if self.kl_clip is not None else None)
+        return ((lambda scale: [_scaled(scale, d) for d in directions]),
+                self._kept_product(product, directions[0].dtype))
+
+    def _kept_product(self, product, dtype):
+        """Σ g̃ᵀP when KL clipping reads it, else 0 (a tf.cond branch must return a tensor)."""
+        return product if self.kl_clip is not None else tf.zeros([], dtype)
 
     def _flat_factors(self) -> list:
         return [f for factors in self.block_factors for f in factors]
@@ -447,8 +466,7 @@ class KFAC(keras.optimizers.Optimizer):
                     # not the next inverse step up to inv_every steps later; the check runs
                     # on the device (no host read).
                     average = weight * var + (1.0 - weight) * new
-                    return var.assign(tf.debugging.check_numerics(
-                        average, _nonfinite_factors_message(owner)))
+                    return var.assign(check_finite(average, _nonfinite_factors_message(owner)))
 
                 strategy.extended.update(factor.value, moving_average, args=(value,), group=False)
             strategy.extended.update(
@@ -468,7 +486,7 @@ class KFAC(keras.optimizers.Optimizer):
 
     def _checked_factors(self, block, factor_values) -> list:
         message = _nonfinite_factors_message(block.name)
-        return [tf.debugging.check_numerics(f, message) for f in factor_values]
+        return [check_finite(f, message) for f in factor_values]
 
     def _damped_inverses(self, block, factor_values, damping=None) -> list:
         """``block``'s damped inverses at λ = ``damping`` (None: the current λ)."""
@@ -603,22 +621,26 @@ class KFAC(keras.optimizers.Optimizer):
         index = {self._var_key(v): i for i, v in enumerate(variables)}
         gradients = [deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
-        directions = list(gradients)  # P = g̃ where no block covers the variable
-        products = []  # the terms of Σ g̃ᵀP: one per block, one per uncovered variable
         gradient_factors = self._step_gradient_factors()
+        blocks = []  # per block: (positions of its variables, scaled)
+        products = []  # Σ g̃ᵀP's terms: one per block, one per variable no block covers
         for block in self.curvature_blocks:
-            positions = [index[self._var_key(v)] for v in block.variables]
-            preconditioned, product = self._precondition_block(
+            positions = [index.pop(self._var_key(v)) for v in block.variables]
+            scaled, product = self._precondition_block(
                 block, [gradients[i] for i in positions], [variables[i] for i in positions],
                 gradient_factors)
+            blocks.append((positions, scaled))
             products.append(product)
-            for i, direction in zip(positions, preconditioned):
-                directions[i] = direction
-                index.pop(self._var_key(variables[i]))
+        scale = None
         if self.kl_clip is not None:
-            products += [inner_product(gradients[i], directions[i]) for i in index.values()]
+            products += [inner_product(gradients[i], gradients[i]) for i in index.values()]
             scale = kl_clip_scale_of_products(products, learning_rate, self.kl_clip)
-            directions = [_scaled(scale, d) for d in directions]
+        directions = list(gradients)
+        for i in index.values():  # no block: P = g̃
+            directions[i] = _scaled(scale, gradients[i])
+        for positions, scaled in blocks:
+            for i, direction in zip(positions, scaled(scale)):
+                directions[i] = direction
         return directions
 
     def update_step(self, direction, variable, learning_rate):
