@@ -24,7 +24,8 @@ are recomputed every ``inv_every`` steps, by Cholesky (default) or eigh (``inver
 ``tfwd.curvature.inverse``); with R > 1 replicas each replica computes those of its share of
 the blocks and an all-reduce shares them (``tfwd.optimizers.sharding``). Dense blocks may
 compute P = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) from the gradient's per-example factors instead (``low_rank``,
-``tfwd.curvature.low_rank``; exact).
+``tfwd.curvature.low_rank``; exact), and Σ g̃ᵀP from two N × N products, so the step never
+forms their dense ∇W̃ and ν·P = (ν·A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹).
 Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
 with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
