@@ -17,12 +17,16 @@ is reported as well (``period_mean_seconds``); otherwise each kind is run in pla
 Floor. What K-FAC cannot avoid on top of an SGD step, each part timed in isolation
 (compiled ``tf.function`` s on tensors of the real shapes, warm-up excluded, medians):
 
-    floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every
+    floor = t_SGD − t_dropped + t_precondition + t_statistics / cov_every + t_inverse / inv_every
 
 * t_precondition: every K-FAC block's preconditioning by the route the optimizer takes at
   this batch size: A⁻¹ ∇W̃ G⁻¹ (``precondition``, ``tfwd.curvature.block``), or for Dense
   blocks whose gradient rank B·T makes it cheaper (``low_rank``, ``tfwd.curvature.low_rank``)
-  (A⁻¹Ãᵀ)(ĜG⁻¹) from factors of the real shapes.
+  (A⁻¹Ãᵀ)(ĜG⁻¹) from factors of the real shapes; with KL clipping (the benchmark's K-FAC
+  without batch norm) also each block's Σ g̃ᵀP, on the low-rank route from its two N × N
+  products.
+* t_dropped: the dense kernel gradients ∇W̃ = ÃᵀĜ of the blocks on the low-rank route. They
+  are part of the SGD step, but K-FAC's step needs them for nothing, so its graph drops them.
 * t_statistics: ``tfwd.curvature.statistics.block_factors`` in training mode minus the
   same captured forward pass alone — the extra backward pass and the statistics products.
 * t_inverse: every block's ``damped_inverses`` in one compiled call, on real statistics of
@@ -36,8 +40,8 @@ t_statistics) is timed in interleaved rounds (``tfwd.bench.timing``), so all see
 machine load. t_inverse depends on the layer shapes only and takes minutes for VGG11: it is
 timed once per model, on its own, after the first batch size.
 ``ratio_to_floor`` = t_K-FAC / floor; ``ratio_to_sgd`` = t_K-FAC / t_SGD of the same model
-and batch size in the same interleaved rounds; ``ordinary_ratio`` = t_ordinary / (t_SGD + t_precondition)
-isolates the per-step overhead of the ordinary steps. Each also in CPU seconds (``*_cpu``,
+and batch size in the same interleaved rounds; ``ordinary_ratio`` = t_ordinary /
+(t_SGD − t_dropped + t_precondition) isolates the per-step overhead of the ordinary steps. Each also in CPU seconds (``*_cpu``,
 ``tfwd.bench.timing``), which other jobs on the machine disturb much less.
 """
 from __future__ import annotations
@@ -52,7 +56,8 @@ from tfwd.bench.timing import Sample, Series, interleave, measure, medians, prog
 from tfwd.choices.optimizers import Optimizer, is_kfac, kfac_curvature
 from tfwd.curvature.block import BlockOptions
 from tfwd.curvature.capture import LayerCapture
-from tfwd.curvature.low_rank import GradientFactors, prefers_low_rank
+from tfwd.curvature.inverse import inner_product
+from tfwd.curvature.low_rank import GradientFactors, gradient_matrix, prefers_low_rank
 from tfwd.curvature.registry import split_blocks
 from tfwd.curvature.statistics import block_factors
 from tfwd.optimizers.sharding import sharded_inverse_flops
@@ -67,14 +72,16 @@ STEP_TIME_DEFINITION = (
     "('in place'). Wall seconds; *_cpu_seconds are the process's CPU seconds."
 )
 FLOOR_DEFINITION = (
-    "floor = t_SGD + t_precondition + t_statistics / cov_every + t_inverse / inv_every; t_SGD the "
-    "SGD step above; the others compiled tf.functions timed in isolation (medians, warm-up "
-    "excluded): preconditioning of all K-FAC blocks by the route the optimizer takes at this "
-    "batch size (A^-1 grad G^-1, or (A^-1 A~^T)(G_b G^-1) for Dense blocks where the low_rank "
-    "cost model prefers it); block_factors in training mode minus the same captured forward "
-    "pass; damped_inverses of all blocks in one call by the optimizer's inverse method "
-    "(settings.inverse). ratio_to_sgd = K-FAC step / SGD step of the same model and batch, "
-    "same interleaved rounds."
+    "floor = t_SGD - t_dropped + t_precondition + t_statistics / cov_every + t_inverse / "
+    "inv_every; t_SGD the SGD step above; the others compiled tf.functions timed in isolation "
+    "(medians, warm-up excluded): t_dropped the dense kernel gradients A~^T G_b of the Dense "
+    "blocks on the low-rank route (in the SGD step, dropped from K-FAC's); preconditioning of "
+    "all K-FAC blocks by the route the optimizer takes at this batch size (A^-1 grad G^-1, or "
+    "(A^-1 A~^T)(G_b G^-1) for Dense blocks where the low_rank cost model prefers it), with "
+    "KL clipping also sum(grad * P) per block (low-rank: from two N x N products); "
+    "block_factors in training mode minus the same captured forward pass; damped_inverses of "
+    "all blocks in one call by the optimizer's inverse method (settings.inverse). "
+    "ratio_to_sgd = K-FAC step / SGD step of the same model and batch, same interleaved rounds."
 )
 
 
@@ -92,29 +99,52 @@ def _gradient_factors(block, batch_size: int) -> GradientFactors:
                            tf.random.normal([rows, block.output_dim]))
 
 
-def precondition_series(model, per_round: int, batch_size: int, low_rank: str) -> Series:
-    """Every block's preconditioning by the optimizer's route at ``batch_size``; random
-    tensors of the real shapes as arguments (never captured constants, which graph
-    optimisation could fold away)."""
+def _low_rank_factors(blocks, batch_size: int, low_rank: str) -> dict:
+    """Random (Ã, Ĝ) of the Dense blocks the cost model sends on the low-rank route."""
+    factors = {b.name: _gradient_factors(b, batch_size) for b in blocks
+               if hasattr(b, "gradient_factors")}
+    return {name: (f.inputs, f.output_gradients) for name, f in factors.items()
+            if prefers_low_rank(low_rank, f, has_l2_term=False)}
+
+
+def precondition_series(model, per_round: int, batch_size: int, low_rank: str,
+                        kl_clip: bool) -> Series:
+    """Every block's preconditioning by the optimizer's route at ``batch_size`` (with
+    ``kl_clip``, and its Σ g̃ᵀP); random tensors of the real shapes as arguments (never
+    captured constants, which graph optimisation could fold away)."""
     blocks = _blocks(model)
     gradients = [[tf.random.normal(v.shape) for v in b.variables] for b in blocks]
     inverses = [[tf.random.normal(spec.shape) if spec.initializer == "identity"
                  else tf.random.uniform(spec.shape) for spec in b.inverse_specs()] for b in blocks]
-    factors = {b.name: _gradient_factors(b, batch_size) for b in blocks
-               if hasattr(b, "gradient_factors")}
-    factors = {name: (f.inputs, f.output_gradients) for name, f in factors.items()
-               if prefers_low_rank(low_rank, f, has_l2_term=False)}
+    factors = _low_rank_factors(blocks, batch_size, low_rank)
 
-    def precondition_all(gradients, inverses, factors):
-        return [b.precondition_low_rank(GradientFactors(*factors[b.name]), i)
-                if b.name in factors else b.precondition(g, i)
-                for b, g, i in zip(blocks, gradients, inverses)]
+    def precondition_block(block, gradients, inverses, factors):
+        if block.name in factors:
+            direction = block.precondition_low_rank(GradientFactors(*factors[block.name]),
+                                                    inverses)
+            return (block.low_rank_variables(direction),
+                    [direction.inner_product] if kl_clip else [])
+        directions = block.precondition(gradients, inverses)
+        return directions, ([inner_product(g, p) for g, p in zip(gradients, directions)]
+                            if kl_clip else [])
 
-    function = tf.function(precondition_all)
+    function = tf.function(lambda gradients, inverses, factors: [
+        precondition_block(*arguments, factors) for arguments in zip(blocks, gradients, inverses)])
     trace(function, gradients, inverses, factors)
     series = Series(lambda: function(gradients, inverses, factors), per_round)
     series.low_rank_blocks = sorted(factors)
     return series
+
+
+def dropped_gradient_series(model, per_round: int, batch_size: int, low_rank: str):
+    """t_dropped: ∇W̃ = ÃᵀĜ of the blocks on the low-rank route (None if there are none)."""
+    factors = _low_rank_factors(_blocks(model), batch_size, low_rank)
+    if not factors:
+        return None
+    function = tf.function(lambda factors: [gradient_matrix(GradientFactors(*pair))
+                                            for pair in factors.values()])
+    trace(function, factors)
+    return Series(lambda: function(factors), per_round)
 
 
 def forward_series(model, x, per_round: int) -> Series:
@@ -196,41 +226,42 @@ def kfac_entry(run: steps.KfacSteps, config: BenchConfig, inverse_extra: Sample 
     return entry
 
 
-def floor_entry(entry: dict, ordinary: Sample, sgd: Series, precondition: Series,
-                with_statistics: Series, forward: Series, inverse: dict,
-                config: BenchConfig) -> dict:
-    """The floor of one K-FAC entry, in wall and in CPU seconds, and the ratios to it."""
+def floor_entry(entry: dict, ordinary: Sample, sgd: Series, components: dict, name: str,
+                inverse: dict, config: BenchConfig) -> dict:
+    """The floor of K-FAC entry ``name``, in wall and in CPU seconds, and the ratios to it;
+    ``components``: the interleaved series of ``benchmark_model`` (``name``: its statistics)."""
     def floor_of(clock):
-        statistics_cost = max(getattr(medians(with_statistics.samples), clock)
-                              - getattr(medians(forward.samples), clock), 0.0)
-        parts = {
-            "sgd_step": getattr(medians(sgd.samples), clock),
-            "precondition": getattr(medians(precondition.samples), clock),
-            "statistics": statistics_cost,
-            "inverse": inverse[clock],
-        }
-        total = (parts["sgd_step"] + parts["precondition"] + statistics_cost / config.cov_every
-                 + parts["inverse"] / config.inv_every)
-        return total, parts
+        def median(series):
+            return getattr(medians(series.samples), clock) if series is not None else 0.0
 
-    floor, parts = floor_of("wall")
-    floor_cpu, parts_cpu = floor_of("cpu")
+        statistics_cost = max(median(components[name]) - median(components["forward"]), 0.0)
+        parts = {"sgd_step": median(sgd), "dropped_gradients": median(components["dropped"]),
+                 "precondition": median(components["precondition"]),
+                 "statistics": statistics_cost, "inverse": inverse[clock]}
+        ordinary_floor = parts["sgd_step"] - parts["dropped_gradients"] + parts["precondition"]
+        total = (ordinary_floor + statistics_cost / config.cov_every
+                 + parts["inverse"] / config.inv_every)
+        return total, ordinary_floor, parts
+
+    floor, ordinary_floor, parts = floor_of("wall")
+    floor_cpu, ordinary_floor_cpu, parts_cpu = floor_of("cpu")
     result = {
         "floor_seconds": floor,
         "ratio_to_floor": entry["step_seconds"] / floor,
         "floor_cpu_seconds": floor_cpu,
         "ratio_to_floor_cpu": entry["step_cpu_seconds"] / floor_cpu,
-        "ordinary_ratio": ordinary.wall / (parts["sgd_step"] + parts["precondition"]),
-        "ordinary_ratio_cpu": ordinary.cpu / (parts_cpu["sgd_step"] + parts_cpu["precondition"]),
+        "ordinary_ratio": ordinary.wall / ordinary_floor,
+        "ordinary_ratio_cpu": ordinary.cpu / ordinary_floor_cpu,
         "floor_components": {
-            **{f"{name}_seconds": value for name, value in parts.items()},
+            **{f"{part}_seconds": value for part, value in parts.items()},
             "statistics_per_step_seconds": parts["statistics"] / config.cov_every,
             "inverse_per_step_seconds": parts["inverse"] / config.inv_every,
-            **{f"{name}_cpu_seconds": value for name, value in parts_cpu.items()},
-            "precondition": precondition.to_json(),
-            "low_rank_blocks": precondition.low_rank_blocks,
-            "forward_and_statistics": with_statistics.to_json(),
-            "forward_only": forward.to_json(),
+            **{f"{part}_cpu_seconds": value for part, value in parts_cpu.items()},
+            **{key: components[key].to_json() for key in ("precondition", "dropped")
+               if components[key] is not None},
+            "low_rank_blocks": components["precondition"].low_rank_blocks,
+            "forward_and_statistics": components[name].to_json(),
+            "forward_only": components["forward"].to_json(),
             "inverse": {k: v for k, v in inverse.items() if k not in ("wall", "cpu")},
         },
     }
@@ -240,6 +271,69 @@ def floor_entry(entry: dict, ordinary: Sample, sgd: Series, precondition: Series
 
 
 # ------------------------------------------------------------------ the benchmark
+def _timed_runs(model_name: str, timed: list, kfac_names: list, config: BenchConfig, x, y):
+    """Each optimizer's step series on (x, y) (K-FAC: ``steps.KfacSteps``)."""
+    plan = config.plan(model_name)
+    runs = {}
+    for name in timed:
+        model = steps.compiled_model(name, config, plan)
+        runs[name] = (steps.KfacSteps(model, x, y, config, whole_periods=plan.kfac_whole_periods,
+                                      ordinary_per_round=plan.steps_per_round,
+                                      statistics_per_round=plan.kfac_statistics_per_round)
+                      if name in kfac_names else
+                      steps.step_series(model, x, y, plan.steps_per_round))
+    return runs
+
+
+def _floor_series(probe, model_name: str, kfac_names: list, config: BenchConfig, x, y):
+    """The floor's isolated components of one batch size (``floor_entry``), and each K-FAC
+    entry's compiled statistics function."""
+    plan = config.plan(model_name)
+    batch_size, per_round = int(x.shape[0]), plan.component_per_round
+    components = {
+        "precondition": precondition_series(
+            probe, per_round, batch_size, config.low_rank,
+            kl_clip=any(steps.kl_clip(name, plan) is not None for name in kfac_names)),
+        "dropped": dropped_gradient_series(probe, per_round, batch_size, config.low_rank),
+        "forward": forward_series(probe, x, per_round)}
+    statistics = {}
+    for name in kfac_names:
+        statistics[name] = statistics_function(probe, kfac_curvature(name), config)
+        trace(statistics[name], x, y)
+        components[name] = Series(lambda f=statistics[name]: f(x, y), per_round)
+    return components, statistics
+
+
+def _time_inverse_in_place(runs: dict, kfac_names: list) -> Sample:
+    """One in-place inverse step of the first K-FAC run: its cost over a statistics step."""
+    name = kfac_names[0]
+    progress(f"  {name}: one inverse step in place")
+    runs[name].time_inverse_step()
+    inverse_step = runs[name].by_kind["inverse"][0]
+    statistics_step = medians(runs[name].by_kind["statistics"])
+    return Sample(inverse_step.wall - statistics_step.wall,
+                  inverse_step.cpu - statistics_step.cpu)
+
+
+def _entry(name: str, runs: dict, components: dict, inverse: dict, inverse_extra,
+           config: BenchConfig) -> dict:
+    """The JSON entry of optimizer ``name`` (K-FAC: with its floor and ratios)."""
+    run = runs[name]
+    if not isinstance(run, steps.KfacSteps):  # SGD, Adam
+        return {"step_seconds": run.median, "step_cpu_seconds": run.cpu_median,
+                "step_time_method": "median of consecutive steps", "steps": len(run.samples),
+                "load_average": run.load_average, "cpu_share": run.cpu_share}
+    entry = kfac_entry(run, config, inverse_extra)
+    entry["inverse_extra_seconds"] = None if inverse_extra is None else inverse_extra.wall
+    entry["inverse_extra_cpu_seconds"] = None if inverse_extra is None else inverse_extra.cpu
+    entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]), runs[Optimizer.SGD], components,
+                             name, inverse, config))
+    sgd = medians(runs[Optimizer.SGD].samples)
+    entry["ratio_to_sgd"] = entry["step_seconds"] / sgd.wall
+    entry["ratio_to_sgd_cpu"] = entry["step_cpu_seconds"] / sgd.cpu
+    return entry
+
+
 def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
     """All requested optimizers at all batch sizes on one model; K-FAC with its floor."""
     plan = config.plan(model_name)
@@ -253,59 +347,23 @@ def benchmark_model(model_name: str, config: BenchConfig) -> list[dict]:
     for batch_size in config.batch_sizes:
         progress(f"{model_name} batch {batch_size}: {', '.join(timed)}")
         x, y = steps.random_batch(plan, batch_size, config.seed)
-        runs = {}
-        for name in timed:
-            model = steps.compiled_model(name, config, plan)
-            runs[name] = (steps.KfacSteps(model, x, y, config, whole_periods=plan.kfac_whole_periods,
-                                          ordinary_per_round=plan.steps_per_round,
-                                          statistics_per_round=plan.kfac_statistics_per_round)
-                          if name in kfac_names else
-                          steps.step_series(model, x, y, plan.steps_per_round))
-        components, statistics = {}, {}
-        if kfac_names:
-            components["precondition"] = precondition_series(
-                probe, plan.component_per_round, batch_size, config.low_rank)
-            components["forward"] = forward_series(probe, x, plan.component_per_round)
-            for name in kfac_names:
-                function = statistics_function(probe, kfac_curvature(name), config)
-                trace(function, x, y)
-                statistics[name] = function
-                components[name] = Series(lambda f=function: f(x, y), plan.component_per_round)
-        interleave([*runs.values(), *components.values()], plan.rounds)
-        for name in kfac_names:
-            if not plan.kfac_whole_periods and inverse_extra is None:
-                progress(f"  {name}: one inverse step in place")
-                runs[name].time_inverse_step()
-                inverse_step = runs[name].by_kind["inverse"][0]
-                statistics_step = medians(runs[name].by_kind["statistics"])
-                inverse_extra = Sample(inverse_step.wall - statistics_step.wall,
-                                       inverse_step.cpu - statistics_step.cpu)
+        runs = _timed_runs(model_name, timed, kfac_names, config, x, y)
+        components, statistics = (_floor_series(probe, model_name, kfac_names, config, x, y)
+                                  if kfac_names else ({}, {}))
+        interleave([*runs.values(), *(c for c in components.values() if c is not None)],
+                   plan.rounds)
+        if kfac_names and not plan.kfac_whole_periods and inverse_extra is None:
+            inverse_extra = _time_inverse_in_place(runs, kfac_names)
         if kfac_names and inverse is None:
             progress("  damped inverses in isolation (once per model)")
             inverse = inverse_cost(probe, statistics[kfac_names[0]](x, y), config,
                                    plan.inverse_repeats)
         for name in (o for o in timed if o in config.optimizers):
-            run = runs[name]
-            if name in kfac_names:
-                entry = kfac_entry(run, config, inverse_extra)
-                entry["inverse_extra_seconds"] = None if inverse_extra is None else inverse_extra.wall
-                entry["inverse_extra_cpu_seconds"] = None if inverse_extra is None else inverse_extra.cpu
-                entry.update(floor_entry(entry, medians(run.by_kind["ordinary"]),
-                                         runs[Optimizer.SGD], components["precondition"],
-                                         components[name], components["forward"], inverse,
-                                         config))
-                sgd = medians(runs[Optimizer.SGD].samples)
-                entry["ratio_to_sgd"] = entry["step_seconds"] / sgd.wall
-                entry["ratio_to_sgd_cpu"] = entry["step_cpu_seconds"] / sgd.cpu
-            else:
-                entry = {"step_seconds": run.median, "step_cpu_seconds": run.cpu_median,
-                         "step_time_method": "median of consecutive steps",
-                         "steps": len(run.samples), "load_average": run.load_average,
-                         "cpu_share": run.cpu_share}
-            entries.append({"model": model_name, "batch_size": batch_size, "optimizer": name, **entry})
+            entry = _entry(name, runs, components, inverse, inverse_extra, config)
+            entries.append({"model": model_name, "batch_size": batch_size, "optimizer": name,
+                            **entry})
             progress(f"  {name}: {entry['step_seconds']:.4f} s"
                      + (f", ratio_to_floor {entry['ratio_to_floor']:.2f}, ratio_to_sgd "
                         f"{entry['ratio_to_sgd']:.2f}" if "ratio_to_floor" in entry else ""))
         del runs, components, statistics
     return entries
-

@@ -39,6 +39,11 @@ def random_batch(plan: ModelPlan, batch_size: int, seed: int) -> tuple[tf.Tensor
     return x, y
 
 
+def kl_clip(name: str, plan: ModelPlan) -> float | None:
+    """The KL clip c of K-FAC ``name`` on ``plan``'s model: the authors', none with batch norm."""
+    return None if plan.batch_norm else AUTHORS_KL_CLIP[name]
+
+
 def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.optimizers.Optimizer:
     if name == Optimizer.SGD:
         return optimizers.SGD(SGD_LEARNING_RATE, momentum=MOMENTUM)
@@ -51,7 +56,7 @@ def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.opt
         momentum=MOMENTUM,
         cov_every=config.cov_every,
         inv_every=config.inv_every,
-        kl_clip=None if plan.batch_norm else AUTHORS_KL_CLIP[name],  # theirs: none with BN
+        kl_clip=kl_clip(name, plan),
         gauss_newton_samples=config.gauss_newton_samples,
         seed=config.seed,
         inverse=config.inverse,

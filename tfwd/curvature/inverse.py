@@ -22,7 +22,9 @@ Both are the same matrix for a PSD factor, up to round-off.
 
 KL clipping (Ba et al. 2017, as the authors' code): with preconditioned gradients P and
 gradients ∇ over all parameters, the step is scaled by
-ν = min(1, sqrt(c / (η² Σ ∇ᵀP)))  so that η²·ν²·Σ ∇ᵀP ≤ c.
+ν = min(1, sqrt(c / (η² Σ ∇ᵀP)))  so that η²·ν²·Σ ∇ᵀP ≤ c
+(``kl_clip_scale``; ``kl_clip_scale_of_products`` from the terms ∇ᵀP, which a low-rank
+Dense block computes without its dense ∇, ``tfwd.curvature.low_rank``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from tfwd.choices import kfac as defaults
 from tfwd.choices.kfac import INVERSE_METHODS, InverseMethod
+from tfwd.curvature.finite import check_finite
 
 
 def pi_from_mean_eigenvalues(mean_a: tf.Tensor, mean_g: tf.Tensor) -> tf.Tensor:
@@ -92,7 +95,7 @@ def inverse_via_cholesky(matrix: tf.Tensor, shift: tf.Tensor, name: str = "") ->
             tf.reduce_all(tf.math.is_finite(inverse)),
             lambda: inverse,
             lambda: tf.cast(_cholesky_inverse(tf.cast(shifted, tf.float64)), matrix.dtype))
-    return tf.debugging.check_numerics(
+    return check_finite(
         inverse, f"The damped K-FAC factor of layer {name!r} is not positive definite even in "
         "float64 (its Cholesky factorization failed): raise damping, or use inverse='eigh'")
 
@@ -119,7 +122,7 @@ def precondition(gradient_matrix: tf.Tensor, A_inverse: tf.Tensor, G_inverse: tf
     return tf.matmul(tf.matmul(A_inverse, gradient_matrix), G_inverse)
 
 
-def _inner_product(gradient, direction) -> tf.Tensor:
+def inner_product(gradient, direction) -> tf.Tensor:
     """∇ᵀP; sparse pairs (``tf.IndexedSlices``) must share their deduplicated row indices."""
     if isinstance(gradient, tf.IndexedSlices):
         return tf.reduce_sum(gradient.values * direction.values)
@@ -128,7 +131,12 @@ def _inner_product(gradient, direction) -> tf.Tensor:
 
 def kl_clip_scale(gradients, directions, learning_rate, kl_clip) -> tf.Tensor:
     """ν = min(1, sqrt(c / (η² Σ ∇ᵀP))) over all parameters."""
-    products = [_inner_product(g, p) for g, p in zip(gradients, directions)]
+    products = [inner_product(g, p) for g, p in zip(gradients, directions)]
+    return kl_clip_scale_of_products(products, learning_rate, kl_clip)
+
+
+def kl_clip_scale_of_products(products, learning_rate, kl_clip) -> tf.Tensor:
+    """ν = min(1, sqrt(c / (η² Σ products))) from the terms ∇ᵀP (any grouping of them)."""
     # Variables may differ in dtype (a float32 output layer in a float64 model).
     dtype = tf.float64 if any(p.dtype == tf.float64 for p in products) else tf.float32
     inner = tf.add_n([tf.cast(p, dtype) for p in products])

@@ -38,7 +38,8 @@ from tfwd.choices.kfac import WeightSharing
 from tfwd.curvature.block import CurvatureBlock, Record, StateSpec, UnsupportedLayerError
 from tfwd.curvature.blocks import KroneckerBlock
 from tfwd.curvature.inverse import damped_inverses, factor_inverse_flops, precondition
-from tfwd.curvature.low_rank import GradientFactors, precondition_factored
+from tfwd.curvature.low_rank import (GradientFactors, LowRankDirection, factored_direction,
+                                     gradient_inner_product, gradient_matrix)
 
 
 def check_float_kernel(layer) -> None:
@@ -173,7 +174,8 @@ class DenseBlock(KroneckerFactoredBlock):
     """``keras.layers.Dense`` on inputs [B, …, d_in]: the extra axes are the T positions.
 
     Its gradient has rank ≤ B·T, so it can also be preconditioned through its per-example
-    factors (``tfwd.curvature.low_rank``): ``gradient_factors`` and ``precondition_low_rank``.
+    factors (``tfwd.curvature.low_rank``): ``gradient_factors``, ``precondition_low_rank``,
+    ``low_rank_variables`` and ``gradients_from_factors``.
     """
 
     def gradient_factors(self, record: Record) -> GradientFactors:
@@ -187,13 +189,46 @@ class DenseBlock(KroneckerFactoredBlock):
         return GradientFactors(tf.reshape(rows, [-1, self.input_dim]),
                                tf.reshape(gradients, [-1, self.output_dim]) / batch)
 
-    def precondition_low_rank(self, factors: GradientFactors, inverses, l2_terms=None) -> list:
-        """A_λ⁻¹(ÃᵀĜ + γW̃)G_λ⁻¹ with the γW̃ part (``l2_terms``: [γ·kernel, γ·bias] or None)
-        preconditioned densely."""
-        direction = precondition_factored(factors, inverses[0], inverses[1])
-        if l2_terms is not None:
-            direction += precondition(self.to_matrix(*l2_terms), inverses[0], inverses[1])
-        return self._variables_from_matrix(direction)
+    def precondition_low_rank(self, factors: GradientFactors, inverses,
+                              l2_terms=None) -> LowRankDirection:
+        """P = A_λ⁻¹ g̃ G_λ⁻¹ and ⟨g̃, P⟩ (KL clipping's term) for g̃ = ÃᵀĜ + γW̃, neither
+        through the dense ÃᵀĜ (``tfwd.curvature.low_rank``); ``low_rank_variables`` gives P
+        per variable.
+
+        The γW̃ part (``l2_terms``: [γ·kernel, γ·bias] or None) is preconditioned densely,
+        P_γ = A_λ⁻¹ γW̃ G_λ⁻¹, and ⟨g̃, P⟩ = ⟨ÃᵀĜ, P_F⟩ + ⟨Ĝ, Ã·P_γ⟩ + ⟨γW̃, P⟩ with
+        P_F = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) and P = P_F + P_γ.
+        """
+        halves = factored_direction(factors, inverses[0], inverses[1])
+        inner = gradient_inner_product(factors, halves)
+        if l2_terms is None:
+            return LowRankDirection(inner, halves=halves)
+        l2_matrix = self.to_matrix(*l2_terms)
+        l2_direction = precondition(l2_matrix, inverses[0], inverses[1])
+        direction = halves.matrix() + l2_direction
+        inner += (tf.reduce_sum(tf.matmul(factors.inputs, l2_direction) * factors.output_gradients)
+                  + tf.reduce_sum(l2_matrix * direction))
+        return LowRankDirection(inner, matrix=direction)
+
+    def low_rank_variables(self, direction: LowRankDirection, scale=None) -> list:
+        """[kernel, bias] of scale·P (``scale`` None: P). From P's halves the kernel rows and
+        the bias row are separate products of (scale·left) with right: P is never formed
+        whole, scaled or sliced."""
+        if direction.matrix is not None:
+            matrix = direction.matrix
+            return self._variables_from_matrix(
+                matrix if scale is None else tf.cast(scale, matrix.dtype) * matrix)
+        left, right = direction.halves.left, direction.halves.right
+        if scale is not None:
+            left = tf.cast(scale, left.dtype) * left
+        if self.bias is None:
+            return [self.kernel_from_matrix(tf.matmul(left, right))]
+        return [self.kernel_from_matrix(tf.matmul(left[:-1], right)),
+                tf.reshape(tf.matmul(left[-1:], right), self.bias.shape)]
+
+    def gradients_from_factors(self, factors: GradientFactors) -> list:
+        """[∇kernel, ∇bias] of ∇W̃ = ÃᵀĜ (the tape's gradient, up to round-off)."""
+        return self._variables_from_matrix(gradient_matrix(factors))
 
     @classmethod
     def check(cls, layer) -> None:

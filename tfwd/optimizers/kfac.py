@@ -24,7 +24,8 @@ are recomputed every ``inv_every`` steps, by Cholesky (default) or eigh (``inver
 ``tfwd.curvature.inverse``); with R > 1 replicas each replica computes those of its share of
 the blocks and an all-reduce shares them (``tfwd.optimizers.sharding``). Dense blocks may
 compute P = (A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹) from the gradient's per-example factors instead (``low_rank``,
-``tfwd.curvature.low_rank``; exact).
+``tfwd.curvature.low_rank``; exact), and Σ g̃ᵀP from two N × N products, so the step never
+forms their dense ∇W̃ and ν·P = (ν·A_λ⁻¹Ãᵀ)(ĜG_λ⁻¹).
 Factors, inverses and preconditioning are float32 under mixed-precision policies (float64
 with float64 variables).
 The authors' settings: cov_decay 0.95, cov_every 10, inv_every 100, damping 1e-3, momentum
@@ -60,7 +61,8 @@ from tfwd.choices.optimizers import MOMENTUM
 from tfwd.curvature.block import BlockOptions, StateSpec, initial_value
 from tfwd.curvature.capture import LayerCapture
 from tfwd.curvature.embedding import deduplicated
-from tfwd.curvature.inverse import kl_clip_scale
+from tfwd.curvature.finite import check_finite
+from tfwd.curvature.inverse import inner_product, kl_clip_scale_of_products
 from tfwd.curvature.low_rank import check_low_rank_mode, prefers_low_rank
 from tfwd.curvature.preconditions import check_loss, check_outputs_logits
 from tfwd.curvature.registry import split_blocks
@@ -88,7 +90,35 @@ def _nonfinite_factors_message(layer_name: str) -> str:
             "the learning rate, raise damping or set kl_clip")
 
 
+def _formed(pair):
+    """(directions, Σ g̃ᵀP) from a block's (scaled, Σ g̃ᵀP): its P as tensors."""
+    scaled, product = pair
+    return scaled(None), product
+
+
+def _check_arguments(*, curvature, low_rank, damping, momentum, cov_decay, cov_every,
+                     inv_every, kl_clip, gauss_newton_samples) -> None:
+    """Raise ValueError naming the first of ``KFAC``'s arguments that is out of its range."""
+    check_curvature(curvature)
+    check_low_rank_mode(low_rank)
+    if damping <= 0:
+        raise ValueError(f"damping must be > 0, got {damping!r}.")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+    if not 0 <= cov_decay < 1:
+        raise ValueError(f"cov_decay must be in [0, 1), got {cov_decay!r}.")
+    if cov_every < 1 or inv_every < 1:
+        raise ValueError("cov_every and inv_every must be >= 1.")
+    if kl_clip is not None and kl_clip <= 0:
+        raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
+    if gauss_newton_samples is not None and gauss_newton_samples < 1:
+        raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
+
+
 def _scaled(scale, direction):
+    """scale·direction (``scale`` None: the direction itself)."""
+    if scale is None:
+        return direction
     if isinstance(direction, tf.IndexedSlices):
         return tf.IndexedSlices(tf.cast(scale, direction.values.dtype) * direction.values,
                                 direction.indices, direction.dense_shape)
@@ -164,31 +194,17 @@ class KFAC(keras.optimizers.Optimizer):
         **kwargs,
     ):
         decay = WeightDecay(weight_decay, decay_type, decay_group, top_layer)
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=decay.keras_weight_decay,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(learning_rate=learning_rate, weight_decay=decay.keras_weight_decay,
+                         name=name, **kwargs)
         self.decay = decay
-        check_curvature(curvature)
-        if damping <= 0:
-            raise ValueError(f"damping must be > 0, got {damping!r}.")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
-        if not 0 <= cov_decay < 1:
-            raise ValueError(f"cov_decay must be in [0, 1), got {cov_decay!r}.")
-        if cov_every < 1 or inv_every < 1:
-            raise ValueError("cov_every and inv_every must be >= 1.")
-        if kl_clip is not None and kl_clip <= 0:
-            raise ValueError(f"kl_clip must be > 0 or None, got {kl_clip!r}.")
-        if gauss_newton_samples is not None and gauss_newton_samples < 1:
-            raise ValueError("gauss_newton_samples must be >= 1 or None (exact).")
+        _check_arguments(curvature=curvature, low_rank=low_rank, damping=damping,
+                         momentum=momentum, cov_decay=cov_decay, cov_every=cov_every,
+                         inv_every=inv_every, kl_clip=kl_clip,
+                         gauss_newton_samples=gauss_newton_samples)
         self.damping_adaptation = DampingAdaptation.from_value(adaptive_damping)
         if self.damping_adaptation is not None:
             self.damping_adaptation.check_initial(damping)
         self.block_options = BlockOptions(weight_sharing, scale_shift, inverse)
-        check_low_rank_mode(low_rank)
         self.low_rank = low_rank
         self.curvature = curvature
         self.damping = float(damping)
@@ -394,20 +410,45 @@ class KFAC(keras.optimizers.Optimizer):
         return {}
 
     def _precondition_block(self, block, gradients, variables, gradient_factors):
-        """P of one block: dense, or through its gradient factors (``low_rank``)."""
-        dense = lambda: block.precondition(gradients, block.inverses)  # noqa: E731
+        """(scaled, Σ g̃ᵀP) of one block, ``scaled(ν)`` its ν·P per variable (ν None: P):
+        dense, or through its gradient factors (``low_rank``), which need the dense ∇W̃ for
+        neither, so that the graph drops the tape's kernel-gradient product. Σ g̃ᵀP, KL
+        clipping's term, is 0 without ``kl_clip``."""
         factors = gradient_factors.get(block.name)
         if factors is None:
-            return dense()
+            return self._dense_direction(block, gradients)
         l2_terms = [self.decay.l2_term(v) for v in variables]
         has_l2 = any(term is not None for term in l2_terms)
         l2_terms = ([tf.zeros_like(v) if t is None else t for t, v in zip(l2_terms, variables)]
                     if has_l2 else None)
-        low_rank = lambda: block.precondition_low_rank(factors, block.inverses, l2_terms)  # noqa: E731
+
+        def low_rank():
+            direction = block.precondition_low_rank(factors, block.inverses, l2_terms)
+            return (lambda scale: block.low_rank_variables(direction, scale),
+                    self._kept_product(direction.inner_product, direction.inner_product.dtype))
+
         choice = prefers_low_rank(self.low_rank, factors, has_l2)
         if isinstance(choice, bool):
-            return low_rank() if choice else dense()
-        return tf.cond(choice, low_rank, dense)
+            return low_rank() if choice else self._dense_direction(block, gradients)
+        # "auto" at a batch size known only when the step runs (no L2 term: prefers_low_rank):
+        # the dense branch forms ∇W̃ = ÃᵀĜ itself, since a branch that captured the tape's
+        # gradient would make every step compute it. A cond returns tensors: P, formed.
+        directions, product = tf.cond(
+            choice, lambda: _formed(low_rank()),
+            lambda: _formed(self._dense_direction(block, block.gradients_from_factors(factors))))
+        return (lambda scale: [_scaled(scale, d) for d in directions]), product
+
+    def _dense_direction(self, block, gradients):
+        """(scaled, Σ g̃ᵀP) of P = A_λ⁻¹ g̃ G_λ⁻¹ (``_precondition_block``)."""
+        directions = block.precondition(gradients, block.inverses)
+        product = (tf.add_n([inner_product(g, p) for g, p in zip(gradients, directions)])
+                   if self.kl_clip is not None else None)
+        return ((lambda scale: [_scaled(scale, d) for d in directions]),
+                self._kept_product(product, directions[0].dtype))
+
+    def _kept_product(self, product, dtype):
+        """Σ g̃ᵀP when KL clipping reads it, else 0 (a tf.cond branch must return a tensor)."""
+        return product if self.kl_clip is not None else tf.zeros([], dtype)
 
     def _flat_factors(self) -> list:
         return [f for factors in self.block_factors for f in factors]
@@ -432,8 +473,7 @@ class KFAC(keras.optimizers.Optimizer):
                     # not the next inverse step up to inv_every steps later; the check runs
                     # on the device (no host read).
                     average = weight * var + (1.0 - weight) * new
-                    return var.assign(tf.debugging.check_numerics(
-                        average, _nonfinite_factors_message(owner)))
+                    return var.assign(check_finite(average, _nonfinite_factors_message(owner)))
 
                 strategy.extended.update(factor.value, moving_average, args=(value,), group=False)
             strategy.extended.update(
@@ -453,7 +493,7 @@ class KFAC(keras.optimizers.Optimizer):
 
     def _checked_factors(self, block, factor_values) -> list:
         message = _nonfinite_factors_message(block.name)
-        return [tf.debugging.check_numerics(f, message) for f in factor_values]
+        return [check_finite(f, message) for f in factor_values]
 
     def _damped_inverses(self, block, factor_values, damping=None) -> list:
         """``block``'s damped inverses at λ = ``damping`` (None: the current λ)."""
@@ -588,18 +628,26 @@ class KFAC(keras.optimizers.Optimizer):
         index = {self._var_key(v): i for i, v in enumerate(variables)}
         gradients = [deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         gradients = [self.decay.l2_gradient(g, v) for g, v in zip(gradients, variables)]
-        directions = list(gradients)
         gradient_factors = self._step_gradient_factors()
+        blocks = []  # per block: (positions of its variables, scaled)
+        products = []  # Σ g̃ᵀP's terms: one per block, one per variable no block covers
         for block in self.curvature_blocks:
-            positions = [index[self._var_key(v)] for v in block.variables]
-            preconditioned = self._precondition_block(
+            positions = [index.pop(self._var_key(v)) for v in block.variables]
+            scaled, product = self._precondition_block(
                 block, [gradients[i] for i in positions], [variables[i] for i in positions],
                 gradient_factors)
-            for i, direction in zip(positions, preconditioned):
-                directions[i] = direction
+            blocks.append((positions, scaled))
+            products.append(product)
+        scale = None
         if self.kl_clip is not None:
-            scale = kl_clip_scale(gradients, directions, learning_rate, self.kl_clip)
-            directions = [_scaled(scale, d) for d in directions]
+            products += [inner_product(gradients[i], gradients[i]) for i in index.values()]
+            scale = kl_clip_scale_of_products(products, learning_rate, self.kl_clip)
+        directions = list(gradients)
+        for i in index.values():  # no block: P = g̃
+            directions[i] = _scaled(scale, gradients[i])
+        for positions, scaled in blocks:
+            for i, direction in zip(positions, scaled(scale)):
+                directions[i] = direction
         return directions
 
     def update_step(self, direction, variable, learning_rate):
