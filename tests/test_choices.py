@@ -79,25 +79,26 @@ def test_orders_that_seed_random_streams_are_pinned():
 def test_config_and_optimizer_refuse_the_same_adaptive_damping(fields, named):
     from tfwd.optimizers.damping import DampingAdaptation
 
-    config = TrainConfig(optimizer="kfac_g", adaptive_damping=True, **fields)
+    config = TrainConfig.from_flat(optimizer="kfac_g", adaptive_damping=True, **fields)
     with pytest.raises(ValueError, match=named):
         config.validate()
+    flat = config.flat()
     with pytest.raises(ValueError, match=named):
-        DampingAdaptation(config.damping_interval, config.damping_decay, config.min_damping,
-                          config.max_damping).check_initial(config.damping)
+        DampingAdaptation(flat["damping_interval"], flat["damping_decay"], flat["min_damping"],
+                          flat["max_damping"]).check_initial(flat["damping"])
 
 
 @pytest.mark.parametrize("samples", [0, -1, 1.5, True])
 def test_gauss_newton_samples_is_a_count_or_none(samples):
     with pytest.raises(ValueError, match="--gauss_newton_samples=0"):
-        TrainConfig(gauss_newton_samples=samples).validate()
+        TrainConfig.from_flat(gauss_newton_samples=samples).validate()
 
 
 def test_launcher_spells_exact_gauss_newton_as_zero(tmp_path):
     import tfwd.launch.train as launcher
 
     with flagsaver.flagsaver(workdir=str(tmp_path), gauss_newton_samples=0):
-        assert launcher.config_from_flags().gauss_newton_samples is None
+        assert launcher.config_from_flags().optimizer.kfac.gauss_newton_samples is None
     with flagsaver.flagsaver(workdir=str(tmp_path), gauss_newton_samples=-1):
         with pytest.raises(SystemExit, match="gauss_newton_samples"):
             launcher.checked_config_or_exit()
@@ -117,28 +118,28 @@ def test_library_defaults_are_the_run_defaults():
     from tfwd.optimizers import KFAC, SGD
     from tfwd.optimizers.damping import DampingAdaptation
 
-    run = TrainConfig()
+    run = TrainConfig().flat()  # flat names, as the library's arguments are named
     optimizer = _defaults(KFAC)
     for field in ("damping", "momentum", "cov_decay", "cov_every", "inv_every", "kl_clip",
                   "gauss_newton_samples", "inverse", "low_rank", "weight_decay",
                   "decay_type", "decay_group"):
-        assert optimizer[field] == getattr(run, field), field
-    assert _defaults(SGD)["momentum"] == run.momentum
+        assert optimizer[field] == run[field], field
+    assert _defaults(SGD)["momentum"] == run["momentum"]
     assert dataclasses.astuple(DampingAdaptation()) == (
-        run.damping_interval, run.damping_decay, run.min_damping, run.max_damping)
+        run["damping_interval"], run["damping_decay"], run["min_damping"], run["max_damping"])
     for noise_function in (CurvatureNoise, make_noise):
         noise_defaults = _defaults(noise_function)
-        assert noise_defaults["multiplicative_std"] == run.multiplicative_std
-        assert noise_defaults["noise_until_epoch"] == run.noise_until_epoch
-    assert _defaults(tfwd.models.build)["batch_norm"] == run.batch_norm
+        assert noise_defaults["multiplicative_std"] == run["multiplicative_std"]
+        assert noise_defaults["noise_until_epoch"] == run["noise_until_epoch"]
+    assert _defaults(tfwd.models.build)["batch_norm"] == run["batch_norm"]
     callbacks = _defaults(build_callbacks)
     assert (callbacks["damping"], callbacks["sample_size"]) == (
-        run.damping, run.diagnostics_sample_size)
+        run["damping"], run["diagnostics_sample_size"])
     bench = BenchConfig()
     assert (bench.cov_every, bench.inv_every, bench.damping, bench.gauss_newton_samples,
             bench.inverse, bench.low_rank, bench.small_batch_size) == (
-        run.cov_every, run.inv_every, run.damping, run.gauss_newton_samples, run.inverse,
-        run.low_rank, run.small_batch_size)
+        run["cov_every"], run["inv_every"], run["damping"], run["gauss_newton_samples"], run["inverse"],
+        run["low_rank"], run["small_batch_size"])
     # The curvature library measures with the optimizer's sampling unless told otherwise.
     from tfwd.curvature.statistics import kronecker_factors
 
