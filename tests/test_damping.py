@@ -287,3 +287,27 @@ def test_effective_damping_diagnostic_reads_the_adapted_lambda():
     assert _current_damping(model, DAMPING) == optimizer.damping_variable.numpy() != DAMPING
     fixed, _ = linear_model(loss, None, 0.05)
     assert _current_damping(fixed, 0.5) == 0.5
+
+
+def test_a_run_records_lambda_and_rho_each_epoch(tmp_path):
+    """results.json and TensorBoard get λ and ρ per epoch. The rule only multiplies λ by
+    ω = decay**interval or 1/ω inside its bounds, so λ/λ₀ is an integer power of ω."""
+    from tfwd.train import TrainConfig, train
+
+    interval, decay = 5, 0.9
+    config = TrainConfig.from_flat(
+        dataset="mnist", model="mlp", model_kwargs={"depth": 1, "width": 16}, batch_size=1000,
+        epochs=2, optimizer="kfac_g", learning_rate=0.05, damping=1e-2, adaptive_damping=True,
+        damping_interval=interval, damping_decay=decay, kfac_init_batches=1, verbose=0, seed=0)
+    records = train(config, str(tmp_path))["epochs"]
+    omega = decay**interval
+    powers = [np.log(r["damping"] / 1e-2) / np.log(omega) for r in records]
+    np.testing.assert_allclose(powers, np.round(powers), atol=1e-3)
+    assert round(powers[0]) != 0  # λ did move
+    assert all(np.isfinite(r["reduction_ratio"]) for r in records)
+    steps = 2 * 55  # 55,000 training examples in batches of 1000
+    assert abs(round(powers[-1])) <= steps // interval
+    summaries = tf.data.TFRecordDataset(tf.io.gfile.glob(str(tmp_path / "logs/epochs/*")))
+    tags = {value.tag for record in summaries
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+    assert {"damping", "reduction_ratio"} <= tags

@@ -17,11 +17,12 @@ from tfwd import optimizers
 from tfwd.bench.config import BenchConfig, ModelPlan
 from tfwd.bench.timing import Sample, Series, timed_call
 from tfwd.choices.kfac import AUTHORS_KL_CLIP
-from tfwd.choices.optimizers import MOMENTUM, Optimizer, kfac_curvature
-from tfwd.train import TrainStep
+from tfwd.choices.optimizers import MOMENTUM, Optimizer
+from tfwd.train import TrainConfig, TrainStep, build
 
 # Learning rates only keep the steps on random data finite; they do not affect speed.
-SGD_LEARNING_RATE, ADAM_LEARNING_RATE, KFAC_LEARNING_RATE = 1e-2, 1e-3, 1e-3
+LEARNING_RATES = {Optimizer.SGD: 1e-2, Optimizer.ADAM: 1e-3, Optimizer.KFAC_G: 1e-3,
+                  Optimizer.KFAC_F: 1e-3}
 
 
 def build_model(plan: ModelPlan, seed: int) -> keras.Model:
@@ -45,23 +46,14 @@ def kl_clip(name: str, plan: ModelPlan) -> float | None:
 
 
 def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.optimizers.Optimizer:
-    if name == Optimizer.SGD:
-        return optimizers.SGD(SGD_LEARNING_RATE, momentum=MOMENTUM)
-    if name == Optimizer.ADAM:
-        return optimizers.Adam(ADAM_LEARNING_RATE)
-    return optimizers.KFAC(
-        KFAC_LEARNING_RATE,
-        curvature=kfac_curvature(name),
-        damping=config.damping,
-        momentum=MOMENTUM,
-        cov_every=config.cov_every,
-        inv_every=config.inv_every,
-        kl_clip=kl_clip(name, plan),
-        gauss_newton_samples=config.gauss_newton_samples,
-        seed=config.seed,
-        inverse=config.inverse,
-        low_rank=config.low_rank,
-    )
+    """The optimizer a run of ``name`` trains with (``tfwd.train.build``), with the
+    benchmark's K-FAC settings and no weight decay."""
+    run = TrainConfig.from_flat(
+        optimizer=name, learning_rate=LEARNING_RATES[name], momentum=MOMENTUM,
+        damping=config.damping, cov_every=config.cov_every, inv_every=config.inv_every,
+        kl_clip=kl_clip(name, plan), gauss_newton_samples=config.gauss_newton_samples,
+        inverse=config.inverse, low_rank=config.low_rank, seed=config.seed)
+    return build.make_optimizer(run, run.optimizer.learning_rate)
 
 
 def compiled_model(optimizer_name: str, config: BenchConfig, plan: ModelPlan) -> keras.Model:

@@ -13,7 +13,8 @@ A run goes through these steps (``_train``, one function each):
    loss or update stops the run with status "diverged" (``tfwd.train.divergence``);
 4. record it (``_evaluate_epoch``, ``_record_epoch``): validation and test, TensorBoard, a
    checkpoint of model + optimizer + history, and ``results.json`` (config, per-epoch
-   losses/accuracies/learning rate/wall time, and the history of every
+   losses/accuracies/learning rate/wall time, K-FAC's adapted damping λ and reduction ratio ρ
+   when it adapts them, and the history of every
    ``tfwd.train.RecordedCallback`` — the diagnostics — under ``diagnostics.<name>``);
 5. finish (``_finish``): status and final record in results.json, ``model.keras``.
 
@@ -35,6 +36,7 @@ import tensorflow as tf
 
 from tfwd.choices.optimizers import is_kfac
 from tfwd.noise import make_noise
+from tfwd.optimizers import KFAC
 from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
 from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
@@ -364,6 +366,15 @@ def _run_epoch(run: _Run, runner: _EpochRunner, epoch: int) -> tuple[dict, dict 
     return train_metrics, diverged, time.time() - start
 
 
+def _damping_record(optimizer) -> dict:
+    """Adaptive damping's λ and its last reduction ratio ρ (docs/equations.md §4.9) at the
+    end of the epoch, when the optimizer adapts them: so the run's record shows the rule act."""
+    if not isinstance(optimizer, KFAC) or optimizer.damping_adaptation is None:
+        return {}
+    return {"damping": float(keras.ops.convert_to_numpy(optimizer.damping_variable)),
+            "reduction_ratio": float(keras.ops.convert_to_numpy(optimizer.reduction_ratio))}
+
+
 def _evaluate_epoch(run: _Run, runner: _EpochRunner, epoch: int, train_metrics: dict,
                     train_seconds: float) -> dict:
     """Step 4a: the epoch's record: training metrics, learning rate, times, validation/test."""
@@ -378,6 +389,7 @@ def _evaluate_epoch(run: _Run, runner: _EpochRunner, epoch: int, train_metrics: 
     }
     if runner.custom_loop is None:
         record["step_seconds"] = runner.step_timer.step_seconds
+    record.update(_damping_record(run.optimizer))
     last_epoch = epoch == config.schedule.epochs - 1
     start = time.time()
     for split in ("validation", "test"):
