@@ -41,8 +41,9 @@ def random_batch(plan: ModelPlan, batch_size: int, seed: int) -> tuple[tf.Tensor
 
 
 def kl_clip(name: str, plan: ModelPlan) -> float | None:
-    """The KL clip c of K-FAC ``name`` on ``plan``'s model: the authors', none with batch norm."""
-    return None if plan.batch_norm else AUTHORS_KL_CLIP[name]
+    """The KL clip c of optimizer ``name`` on ``plan``'s model: the authors' for K-FAC, none
+    with batch norm (as theirs) or for SGD and Adam."""
+    return None if plan.batch_norm else AUTHORS_KL_CLIP.get(name)
 
 
 def make_optimizer(name: str, config: BenchConfig, plan: ModelPlan) -> keras.optimizers.Optimizer:
