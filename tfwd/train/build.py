@@ -82,6 +82,11 @@ def make_model(config, info) -> keras.Model:
     )
 
 
+# The training pipelines of make_pipelines: the run's batches, and the batch change's first
+# phase at small_batch_size (the evaluation pipelines are keyed by their Split).
+TRAIN_PIPELINE, SMALL_BATCH_PIPELINE = "train", "small_train"
+
+
 def make_pipelines(config) -> dict:
     """{'train', 'small_train' (batch change only), 'validation', 'test'} pipelines."""
     def pipeline(split, batch_size, training):
@@ -91,12 +96,12 @@ def make_pipelines(config) -> dict:
             data_dir=config.data.data_dir,
         )
 
-    pipelines = {"train": pipeline(config.data.train_split, config.schedule.batch_size, True)}
+    pipelines = {TRAIN_PIPELINE: pipeline(config.data.train_split, config.schedule.batch_size, True)}
     if config.schedule.small_batch_epochs:
-        pipelines["small_train"] = pipeline(config.data.train_split,
+        pipelines[SMALL_BATCH_PIPELINE] = pipeline(config.data.train_split,
                                             config.schedule.small_batch_size, True)
     if config.data.train_split == Split.TRAIN:
-        pipelines["validation"] = pipeline(Split.VALIDATION, 1000, False)
+        pipelines[Split.VALIDATION] = pipeline(Split.VALIDATION, 1000, False)
     if config.data.evaluate_test:
-        pipelines["test"] = pipeline(Split.TEST, 1000, False)
+        pipelines[Split.TEST] = pipeline(Split.TEST, 1000, False)
     return pipelines

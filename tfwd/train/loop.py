@@ -34,10 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfwd.choices.data import Split
 from tfwd.choices.optimizers import is_kfac
+from tfwd.choices.runtime import Loop
 from tfwd.noise import make_noise
 from tfwd.optimizers import KFAC
-from tfwd.train.build import learning_rate_schedule, make_model, make_optimizer, make_pipelines
+from tfwd.train.build import (SMALL_BATCH_PIPELINE, TRAIN_PIPELINE, learning_rate_schedule,
+                              make_model, make_optimizer, make_pipelines)
 from tfwd.train.config import TrainConfig
 from tfwd.train import divergence, resume, timing
 from tfwd.train.files import write_json_atomically
@@ -274,7 +277,7 @@ def _build(config: TrainConfig, workdir: str, callbacks: list, overwrite: bool) 
     chief, write_dir, started = _start(config, workdir, overwrite)
     strategy = make_strategy(config.runtime.strategy, config.runtime.num_replicas)
     pipelines = make_pipelines(config)  # fails fast when data is missing
-    train_pipe, small_pipe = pipelines["train"], pipelines.get("small_train")
+    train_pipe, small_pipe = pipelines[TRAIN_PIPELINE], pipelines.get(SMALL_BATCH_PIPELINE)
     schedule = learning_rate_schedule(
         config, train_pipe.steps_per_epoch, small_pipe.steps_per_epoch if small_pipe else 1
     )
@@ -312,14 +315,14 @@ def _restore(run: _Run) -> None:
         print(f"Resuming {run.workdir} after epoch {epochs_done}.", flush=True)
     elif is_kfac(config.optimizer.name) and config.optimizer.kfac.init_batches:
         # The authors initialise the factors with a pass over the training data.
-        run.optimizer.initialize_factors(run.model, run.pipelines["train"].epoch(0),
+        run.optimizer.initialize_factors(run.model, run.pipelines[TRAIN_PIPELINE].epoch(0),
                                          config.optimizer.kfac.init_batches)
 
 
 def _epoch_runner(run: _Run) -> _EpochRunner:
     """The fit callbacks or the custom loop, the TensorBoard writer and the evaluator."""
     custom = (_CustomLoop(run.train_step, run.strategy, run.monitor)
-              if run.config.runtime.loop == "custom" else None)
+              if run.config.runtime.loop == Loop.CUSTOM else None)
     step_timer = timing.StepTimer()
     return _EpochRunner(
         custom_loop=custom,
@@ -337,7 +340,9 @@ def _epoch_runner(run: _Run) -> _EpochRunner:
 def _train_epoch(run: _Run, runner: _EpochRunner, epoch: int) -> tuple[dict, str | None]:
     """Train epoch ``epoch`` (0-based) by fit or the custom loop: (metrics, K-FAC's failure)."""
     config = run.config
-    pipe = run.pipelines["small_train" if epoch < config.schedule.small_batch_epochs else "train"]
+    phase = (SMALL_BATCH_PIPELINE if epoch < config.schedule.small_batch_epochs
+             else TRAIN_PIPELINE)
+    pipe = run.pipelines[phase]
     try:
         if runner.custom_loop is None:
             history = run.model.fit(pipe.epoch(epoch), initial_epoch=epoch, epochs=epoch + 1,
@@ -392,8 +397,8 @@ def _evaluate_epoch(run: _Run, runner: _EpochRunner, epoch: int, train_metrics: 
     record.update(_damping_record(run.optimizer))
     last_epoch = epoch == config.schedule.epochs - 1
     start = time.time()
-    for split in ("validation", "test"):
-        if split == "test" and not (config.data.test_every_epoch or last_epoch):
+    for split in (Split.VALIDATION, Split.TEST):
+        if split == Split.TEST and not (config.data.test_every_epoch or last_epoch):
             continue
         if split in run.pipelines:
             loss, accuracy = runner.evaluate_model(run.pipelines[split].epoch(0))
