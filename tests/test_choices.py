@@ -121,7 +121,7 @@ def test_library_defaults_are_the_run_defaults():
     run = TrainConfig().flat()  # flat names, as the library's arguments are named
     optimizer = _defaults(KFAC)
     for field in ("damping", "momentum", "cov_decay", "cov_every", "inv_every", "kl_clip",
-                  "gauss_newton_samples", "inverse", "low_rank", "weight_decay",
+                  "gauss_newton_samples", "inverse", "low_rank", "shard_inverses", "weight_decay",
                   "decay_type", "decay_group"):
         assert optimizer[field] == run[field], field
     assert _defaults(SGD)["momentum"] == run["momentum"]

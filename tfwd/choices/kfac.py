@@ -66,6 +66,9 @@ EXACT_GAUSS_NEWTON = None
 INVERSE = InverseMethod.CHOLESKY
 # The cheaper route by FLOP count; both give the same direction up to round-off.
 LOW_RANK = LowRankMode.AUTO
+# Each replica inverts a share of the blocks (docs/equations.md §4.8): the same inverses, bitwise,
+# for 1/R of the inverse work per replica.
+SHARD_INVERSES = True
 # K-FAC-expand (Eschenhagen et al. 2023, eq. 8): each position counts as an example, which needs
 # no assumption about how the inputs vary over positions.
 WEIGHT_SHARING = WeightSharing.EXPAND

@@ -184,7 +184,7 @@ class KFAC(keras.optimizers.Optimizer):
         seed: int = 0,
         weight_sharing: str = defaults.WEIGHT_SHARING,
         scale_shift: str = defaults.SCALE_SHIFT,
-        shard_inverses: bool = True,
+        shard_inverses: bool = defaults.SHARD_INVERSES,
         adaptive_damping: DampingAdaptation | dict | bool | None = None,
         inverse: str = defaults.INVERSE,
         low_rank: str = defaults.LOW_RANK,

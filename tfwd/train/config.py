@@ -177,7 +177,7 @@ class KFACConfig(_Part):
     inverse: str = kfac.INVERSE  # how K-FAC inverts its damped factors
     low_rank: str = kfac.LOW_RANK  # Dense blocks: precondition through the gradient's factors
     # Under a multi-replica strategy each replica inverts a share of the blocks (§4.8).
-    shard_inverses: bool = True
+    shard_inverses: bool = kfac.SHARD_INVERSES
     adaptive_damping: AdaptiveDampingConfig = dataclasses.field(
         default_factory=AdaptiveDampingConfig)
 
