@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfwd.curvature.inverse import (INVERSE_METHODS, INVERSE_FLOPS_PER_CUBE, damped_inverses,
-                                    inverse_via_cholesky)
+from tfwd.choices.kfac import INVERSE_METHODS
+from tfwd.curvature.inverse import INVERSE_FLOPS_PER_CUBE, damped_inverses, inverse_via_cholesky
 
 
 def random_psd(size, seed, rank=None, stack=()):

@@ -15,3 +15,9 @@ class Choice:
     @classmethod
     def values(cls) -> tuple[str, ...]:
         return tuple(value for name, value in vars(cls).items() if name.isupper())
+
+    @classmethod
+    def check(cls, value, name: str) -> None:
+        """Raise ValueError naming the option ``name`` unless ``value`` is one of ``values()``."""
+        if value not in cls.values():
+            raise ValueError(f"{name} must be one of {cls.values()}, got {value!r}.")

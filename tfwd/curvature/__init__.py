@@ -9,6 +9,7 @@ Independent of any optimizer (STYLE rule 2)::
 Every layer K-FAC preconditions has a curvature block (``CurvatureBlock``); the registry maps
 Keras layer classes to blocks, and ``register_block`` adds one for a custom layer.
 """
+from tfwd.choices.curvature import CURVATURES
 from tfwd.curvature.block import (BlockOptions, CurvatureBlock, Record, StateSpec,
                                   UnsupportedLayerError)
 from tfwd.curvature.blocks import KroneckerBlock
@@ -22,7 +23,7 @@ from tfwd.curvature.kronecker import (Conv1DBlock, Conv2DBlock, DenseBlock, Eins
 from tfwd.curvature.registry import block_for, register_block, split_blocks
 from tfwd.curvature.scale_shift import (BatchNormalizationBlock, LayerNormalizationBlock,
                                         ScaleAndShiftBlock)
-from tfwd.curvature.statistics import CURVATURES, block_factors, kronecker_factors
+from tfwd.curvature.statistics import block_factors, kronecker_factors
 
 __all__ = [
     "BatchNormalizationBlock", "BlockOptions", "CURVATURES", "Conv1DBlock", "Conv2DBlock",

@@ -79,12 +79,8 @@ class BlockOptions:
     inverse: str = defaults.INVERSE
 
     def __post_init__(self):
-        if self.weight_sharing not in WeightSharing.values():
-            raise ValueError(f"weight_sharing must be one of {WeightSharing.values()}, got "
-                             f"{self.weight_sharing!r}.")
-        if self.scale_shift not in ScaleShift.values():
-            raise ValueError(f"scale_shift must be one of {ScaleShift.values()}, got "
-                             f"{self.scale_shift!r}.")
+        WeightSharing.check(self.weight_sharing, "weight_sharing")
+        ScaleShift.check(self.scale_shift, "scale_shift")
         check_inverse_method(self.inverse)
 
 

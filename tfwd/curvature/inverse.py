@@ -7,7 +7,7 @@ Factored Tikhonov damping with the trace-norm π split (Martens & Grosse 2015, �
 
 and the preconditioned gradient of a block is  A_λ⁻¹ · ∇W̃ · G_λ⁻¹  (docs/equations.md §4.5).
 π needs traces only, never eigenvalues, so the inverse of each shifted factor M + s·I can be
-computed two ways (``INVERSE_METHODS``), recomputed only every ``inv_every`` steps:
+computed two ways (``tfwd.choices.kfac.INVERSE_METHODS``), recomputed only every ``inv_every`` steps:
 
 * ``"cholesky"`` (default): L Lᵀ = M + s·I, then (M + s·I)⁻¹ = L⁻ᵀ L⁻¹ by two triangular
   solves (``tf.linalg.cholesky_solve`` against I): ≈ n³/3 + 2n³ FLOPs. Should the float32
@@ -31,7 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfwd.choices import kfac as defaults
-from tfwd.choices.kfac import INVERSE_METHODS, InverseMethod
+from tfwd.choices.kfac import InverseMethod
 from tfwd.curvature.finite import check_finite
 
 
@@ -54,8 +54,7 @@ INVERSE_FLOPS_PER_CUBE = {InverseMethod.CHOLESKY: 7 / 3, InverseMethod.EIGH: 11}
 
 
 def check_inverse_method(method: str) -> None:
-    if method not in INVERSE_METHODS:
-        raise ValueError(f"inverse must be one of {INVERSE_METHODS}, got {method!r}.")
+    InverseMethod.check(method, "inverse")
 
 
 def factor_inverse_flops(size: int, method: str, count: int = 1) -> int:
@@ -101,7 +100,7 @@ def inverse_via_cholesky(matrix: tf.Tensor, shift: tf.Tensor, name: str = "") ->
 
 
 def damped_inverse(matrix: tf.Tensor, shift: tf.Tensor, method: str, name: str = "") -> tf.Tensor:
-    """(matrix + shift·I)⁻¹ by ``method`` (``INVERSE_METHODS``); ``name`` labels errors."""
+    """(matrix + shift·I)⁻¹ by ``method`` (``tfwd.choices.kfac.INVERSE_METHODS``); ``name`` labels errors."""
     if method == InverseMethod.EIGH:
         return inverse_via_eigh(matrix, shift)
     return inverse_via_cholesky(matrix, shift, name)

@@ -33,7 +33,7 @@ The cost model (``precondition_flops``) compares the preconditioning products on
 the dense route's ∇W̃ or the low-rank route's N × N products (at the MLP's B = 128 these
 favour the low-rank route further: 0.46 against 0.12 GFLOP).
 
-``LOW_RANK_MODES``: "auto" takes the cheaper route by the FLOP counts (with an L2 term the
+``tfwd.choices.kfac.LOW_RANK_MODES``: "auto" takes the cheaper route by the FLOP counts (with an L2 term the
 low-rank route costs the dense one and more, so "auto" keeps it dense), "always" the
 low-rank one, "never" the dense one.
 """
@@ -43,12 +43,11 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfwd.choices.kfac import LOW_RANK_MODES, LowRankMode
+from tfwd.choices.kfac import LowRankMode
 
 
 def check_low_rank_mode(mode: str) -> None:
-    if mode not in LOW_RANK_MODES:
-        raise ValueError(f"low_rank must be one of {LOW_RANK_MODES}, got {mode!r}.")
+    LowRankMode.check(mode, "low_rank")
 
 
 @dataclasses.dataclass

@@ -19,14 +19,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfwd.choices import kfac as defaults
-from tfwd.choices.curvature import CURVATURES, Curvature
+from tfwd.choices.curvature import Curvature
 from tfwd.curvature.capture import LayerCapture, split_layers
 from tfwd.curvature.registry import block_for
 
 
 def check_curvature(curvature: str) -> None:
-    if curvature not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}.")
+    Curvature.check(curvature, "curvature")
 
 
 def _example_uniforms(shape_of_rows, seed, example_offset, total_examples):

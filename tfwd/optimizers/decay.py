@@ -29,7 +29,7 @@ import re
 from typing import Callable, Union
 
 from tfwd.choices import decay as defaults
-from tfwd.choices.decay import DECAY_GROUPS, DECAY_TYPES, DecayGroup, DecayType
+from tfwd.choices.decay import DECAY_GROUPS, DecayGroup, DecayType
 from tfwd.choices.models import TOP_LAYER
 
 # A named group (DecayGroup) or a predicate variable -> bool.
@@ -68,10 +68,7 @@ class WeightDecay:
     ):
         if weight_decay is None or weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
-        if decay_type not in DECAY_TYPES:
-            raise ValueError(
-                f"decay_type must be one of {DECAY_TYPES}, got {decay_type!r}."
-            )
+        DecayType.check(decay_type, "decay_type")
         if not callable(decay_group) and decay_group not in DECAY_GROUPS:
             raise ValueError(
                 f"decay_group must be one of {DECAY_GROUPS} or a callable "
